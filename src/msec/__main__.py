@@ -1,0 +1,3 @@
+from msec.cli.main import app
+
+app(prog_name="msec")

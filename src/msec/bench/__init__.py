@@ -1,0 +1,1 @@
+"""Benchmarks behind ``msec bench``: they print measured figures, they assert nothing."""

@@ -1,0 +1,202 @@
+"""The ``msec`` command line: demo, serve, worker, device, bench."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from msec.platform.settings import Settings
+
+app = typer.Typer(help="M-Sec open platform.", no_args_is_help=True, add_completion=False)
+device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
+                                                exists=True, dir_okay=False)]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where data and keys live.")]
+
+
+def _settings(config: Path | None, data_dir: Path | None, **overrides: object) -> Settings:
+    return Settings.load(config, data_dir=data_dir, **overrides)
+
+
+def _run(runtime_settings: Settings, *, simulate: bool, duration: float | None) -> None:
+    from msec.platform.runtime import Runtime
+
+    runtime = Runtime(runtime_settings, simulate=simulate)
+    signal.signal(signal.SIGTERM, lambda *_: runtime._stop.set())
+    try:
+        runtime.start()
+        path = runtime.write_demo_file()
+        console.print(f"[bold green]M-Sec platform running[/] at {runtime.url}  (API docs: "
+                      f"{runtime.url}/docs)")
+        console.print(f"MQTT broker: {runtime.mqtt_host}:{runtime.mqtt_port} "
+                      f"({runtime_settings.mqtt.broker}); accounts and tokens in {path}")
+        print(runtime.url, flush=True)
+        runtime.wait(duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping…")
+        runtime.stop()
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")] = Path(
+        "msec-data"),
+    port: Annotated[int, typer.Option("--port", help="HTTP port (0: any free).")] = 8080,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Stop cleanly after this many seconds.")] = None,
+) -> None:
+    """Run every part on embedded defaults with Pilot 1's simulated park devices."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.load(None, data_dir=data_dir)
+    settings.http.port = port
+    _run(settings, simulate=True, duration=duration)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", exists=True, dir_okay=False,
+                                         help="TOML settings file.")],
+    duration: Annotated[float | None, typer.Option("--duration")] = None,
+) -> None:
+    """Run the platform (no simulators) against the services the settings name."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _run(Settings.load(config), simulate=False, duration=duration)
+
+
+@app.command(hidden=True)
+def worker(
+    data_dir: Annotated[Path, typer.Option("--data-dir")],
+    database_url: Annotated[str, typer.Option("--database-url")],
+    mqtt_host: Annotated[str, typer.Option("--mqtt-host")] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option("--mqtt-port")] = 1883,
+    mqtt_username: Annotated[str, typer.Option("--mqtt-username")] = "",
+    client_id: Annotated[str, typer.Option("--client-id")] = "msec-ingest-0",
+    topic: Annotated[str, typer.Option("--topic")] = "msec/#",
+    shared_group: Annotated[str | None, typer.Option("--shared-group")] = None,
+    batch_max: Annotated[int, typer.Option("--batch-max")] = 1000,
+    batch_wait_ms: Annotated[int, typer.Option("--batch-wait-ms")] = 20,
+) -> None:
+    """One ingest worker process (started by serve/demo; password in MSEC_WORKER_MQTT_PASSWORD)."""
+    from msec.ingest.worker import BrokerAddress, run_worker
+    from msec.platform.platform import Platform
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.load(None, data_dir=data_dir, database={"url": database_url})
+    platform = Platform.open(settings)
+    broker = BrokerAddress(mqtt_host, mqtt_port, mqtt_username or None,
+                           os.environ.get("MSEC_WORKER_MQTT_PASSWORD") or None)
+    try:
+        run_worker(platform.ingestor, broker, client_id=client_id, topic=topic,
+                   shared_group=shared_group, batch_max=batch_max,
+                   batch_wait=batch_wait_ms / 1000,
+                   stats_path=settings.data_dir / "run" / f"worker-{client_id}.json")
+    finally:
+        platform.close()
+
+
+@device_app.command("add")
+def device_add(
+    name: Annotated[str, typer.Argument(help="Device (provider) name: a-z 0-9 _ -")],
+    kind: Annotated[str, typer.Option("--kind", help="Device kind, e.g. environment_station.")],
+    out: Annotated[Path, typer.Option("--out", help="Credentials file to write (0600).")],
+    alg: Annotated[str, typer.Option("--alg", help="EdDSA (Ed25519) or HMAC256.")] = "EdDSA",
+    encrypt: Annotated[bool, typer.Option("--encrypt/--no-encrypt",
+                                          help="End-to-end AES-256-GCM payloads.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    mqtt_host: Annotated[str, typer.Option("--mqtt-host")] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option("--mqtt-port")] = 1883,
+    http_url: Annotated[str | None, typer.Option("--http-url")] = None,
+) -> None:
+    """Register a device and write its credentials file (the platform keeps the public key)."""
+    from msec.core.kinds import UnknownKind
+    from msec.platform.platform import Platform
+    from msec.registry.base import DuplicateDevice
+    from msec.sdk.device import Endpoint
+
+    if alg not in ("EdDSA", "HMAC256"):
+        raise typer.BadParameter("use EdDSA or HMAC256", param_hint="--alg")
+    platform = Platform.open(_settings(config, data_dir))
+    try:
+        endpoint = Endpoint(mqtt_host, mqtt_port, http_url=http_url)
+        platform.add_device(name, kind, alg=alg, encrypt=encrypt,  # type: ignore[arg-type]
+                            endpoint=endpoint, out=out)
+    except (DuplicateDevice, UnknownKind, FileExistsError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        platform.close()
+    console.print(f"registered [bold]{name}[/] ({kind}, {alg}{', encrypted' if encrypt else ''});"
+                  f" credentials in {out}")
+
+
+@device_app.command("list")
+def device_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List registered devices as JSON lines."""
+    from msec.platform.platform import Platform
+
+    platform = Platform.open(_settings(config, data_dir))
+    for record in platform.registry.all():
+        print(json.dumps({"name": record.name, "kind": record.kind, "tenant": record.tenant,
+                          "alg": record.alg, "encrypted": record.enc_key is not None,
+                          "revoked": record.revoked}))
+    platform.close()
+
+
+@device_app.command("revoke")
+def device_revoke(name: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Refuse a device's messages from now on (within the ingest cache TTL, 5 s)."""
+    from msec.platform.platform import Platform
+
+    platform = Platform.open(_settings(config, data_dir))
+    found = platform.registry.revoke(name)
+    platform.close()
+    if not found:
+        console.print(f"[red]error:[/] no device {name!r}")
+        raise typer.Exit(2)
+    console.print(f"revoked {name}")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    messages: Annotated[int, typer.Option("--messages", help="Readings to send.")] = 200_000,
+    broker: Annotated[str, typer.Option("--broker", help="embedded or mosquitto")] = "mosquitto",
+    workers: Annotated[int, typer.Option("--workers", min=1, max=16)] = 2,
+    batch: Annotated[int, typer.Option("--batch", min=1, max=1000,
+                                       help="Readings per envelope (gateway batch).")] = 20,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="Readings/s to offer (default: as fast as possible).")] = None,
+    database: Annotated[str, typer.Option("--database", help="sqlite or postgresql")] = "sqlite",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Drive signed readings through a real broker into durable storage; print figures."""
+    from msec.bench.ingest import run_ingest_bench
+
+    if broker not in ("embedded", "mosquitto"):
+        raise typer.BadParameter("embedded or mosquitto", param_hint="--broker")
+    if database not in ("sqlite", "postgresql"):
+        raise typer.BadParameter("sqlite or postgresql", param_hint="--database")
+    result = run_ingest_bench(messages=messages, broker=broker,  # type: ignore[arg-type]
+                              workers=workers, batch=batch, rate=rate,
+                              database=database, progress=None if as_json else console)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>22}: {value}")
+
+

@@ -1,0 +1,122 @@
+"""An ingest worker process: MQTT subscriber -> :class:`Ingestor` -> acknowledgement.
+
+Run as ``msec worker``. Several workers share the load through an MQTT shared
+subscription (``$share/<group>/msec/#`` on Mosquitto). Each message is acknowledged only
+after the batch that contains it is durable, and the session is persistent, so a worker
+killed at any moment loses nothing: the broker re-sends what was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from msec.ingest.pipeline import Incoming, Ingestor
+from msec.transport.mqtt import MqttSubscriber
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds (seconds) of the receive -> durable latency histogram.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+
+
+class WorkerStats:
+    """Counters of one worker, written to ``<run_dir>/worker-<id>.json`` for /metrics."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.backlog = 0
+        self._last_write = 0.0
+
+    def observe(self, seconds: float, count: int) -> None:
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += count
+                break
+        else:
+            self.buckets[-1] += count
+        self.latency_sum += seconds * count
+        self.latency_count += count
+
+    def flush(self, ingestor: Ingestor, *, force: bool = False) -> None:
+        now = time.time()
+        if self.path is None or (not force and now - self._last_write < 1.0):
+            return
+        self._last_write = now
+        stats = ingestor.stats
+        data = {
+            "pid": os.getpid(), "updated": now, "accepted": stats.accepted,
+            "duplicates": stats.duplicates, "rejected": stats.rejected,
+            "latency_buckets": list(LATENCY_BUCKETS), "latency_counts": self.buckets,
+            "latency_sum": self.latency_sum, "latency_count": self.latency_count,
+            "backlog": self.backlog,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)
+
+
+def run_worker(
+    ingestor: Ingestor,
+    broker: BrokerAddress,
+    *,
+    client_id: str,
+    topic: str = "msec/#",
+    shared_group: str | None = None,
+    batch_max: int = 1000,
+    batch_wait: float = 0.02,
+    stop: threading.Event | None = None,
+    stats_path: Path | None = None,
+) -> None:
+    """Receive, check, store and acknowledge until ``stop`` is set (or SIGTERM in main thread)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    subscriber = MqttSubscriber(
+        broker.host, broker.port, [topic], client_id=client_id,
+        username=broker.username, password=broker.password, shared_group=shared_group,
+    )
+    subscriber.start()
+    stats = WorkerStats(stats_path)
+    log.info("ingest worker %s subscribed to %s on %s:%s", client_id, topic, broker.host, broker.port)
+    try:
+        while not stop.is_set():
+            messages = subscriber.take(batch_max, 0.2)
+            if not messages:
+                stats.backlog = 0
+                stats.flush(ingestor)
+                continue
+            # Give the batch a moment to fill when traffic is light: fewer, larger commits.
+            if len(messages) < batch_max and batch_wait > 0:
+                time.sleep(batch_wait)
+                messages += subscriber.take(batch_max - len(messages), 0)
+            batch = [
+                Incoming(m.payload, m.topic, m.topic, m.dup, m.received) for m in messages
+            ]
+            ingestor.process(batch)  # raises if storage fails: then nothing is acknowledged
+            subscriber.ack(messages)
+            done = time.time()
+            oldest = min(m.received for m in messages)
+            stats.observe(done - oldest, len(messages))
+            stats.backlog = subscriber.backlog()
+            stats.flush(ingestor)
+    finally:
+        stats.flush(ingestor, force=True)
+        subscriber.stop()

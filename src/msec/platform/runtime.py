@@ -1,0 +1,181 @@
+"""Running the whole platform: broker, ingest workers, HTTP API and (demo) simulators.
+
+``msec demo`` and ``msec serve`` both use :class:`Runtime`; the demo adds the park
+simulators and the embedded broker. Workers run as child processes (``msec worker``) and
+are restarted if they die; each acknowledges only what is durable, so a restart loses
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from msec.platform.platform import Platform
+from msec.platform.settings import Settings
+from msec.transport.broker import EmbeddedBroker, free_port, wait_for_port, write_password_file
+from msec.web.app import create_app
+from msec.web.metrics import IngestCollector, make_registry
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One running installation. ``start()``, then ``wait(duration)``, then ``stop()``."""
+
+    def __init__(self, settings: Settings, *, simulate: bool = False) -> None:
+        self.settings = settings
+        self.simulate = simulate
+        self.platform = Platform.open(settings)
+        self.run_dir = settings.data_dir / "run"
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt_host = settings.mqtt.host
+        self.mqtt_port = settings.mqtt.port
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._server: uvicorn.Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.url = ""
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob("worker-*.json"):
+            stale.unlink()
+        secrets = self.platform.secrets
+        mqtt = self.settings.mqtt
+        if mqtt.broker == "embedded":
+            password_file = self.run_dir / "broker-passwords"
+            write_password_file(password_file, {
+                "ingest": secrets["mqtt_ingest"], "device": secrets["mqtt_device"],
+            })
+            self.broker = EmbeddedBroker(password_file, host=mqtt.host, port=mqtt.port,
+                                         log_file=self.run_dir / "broker.log")
+            self.broker.start()
+            self.mqtt_port = self.broker.port
+            self._ingest_user, self._ingest_password = "ingest", secrets["mqtt_ingest"]
+        else:
+            self._ingest_user, self._ingest_password = mqtt.username, mqtt.password()
+            wait_for_port(mqtt.host, mqtt.port, 10)
+        for index in range(mqtt.workers):
+            self._workers.append(self._spawn_worker(index))
+        self._start_http()
+        if self.simulate:
+            from msec.platform.demo import ParkFleet
+
+            fleet = ParkFleet(self.platform, self.settings, self.mqtt_host, self.mqtt_port,
+                              "device", secrets["mqtt_device"], self._stop)
+            fleet.prepare()
+            self._threads.append(threading.Thread(target=fleet.run, name="simulators",
+                                                  daemon=True))
+        monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        self._threads.append(monitor)
+        for thread in self._threads:
+            thread.start()
+
+    def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
+        mqtt = self.settings.mqtt
+        args = [
+            sys.executable, "-m", "msec", "worker",
+            "--data-dir", str(self.settings.data_dir),
+            "--database-url", self.settings.database_url,
+            "--mqtt-host", self.mqtt_host, "--mqtt-port", str(self.mqtt_port),
+            "--mqtt-username", self._ingest_user or "",
+            "--client-id", f"msec-ingest-{index}",
+            "--topic", mqtt.topic,
+            "--batch-max", str(mqtt.batch_max), "--batch-wait-ms", str(mqtt.batch_wait_ms),
+        ]
+        if mqtt.shared_group and mqtt.broker == "external":
+            args += ["--shared-group", mqtt.shared_group]
+        env = dict(os.environ)
+        # The password goes through the environment, never the command line (ps shows argv).
+        env["MSEC_WORKER_MQTT_PASSWORD"] = self._ingest_password or ""
+        log_file = open(self.run_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
+        return subprocess.Popen(args, env=env, stdout=log_file, stderr=log_file)
+
+    def _start_http(self) -> None:
+        http = self.settings.http
+        port = http.port or free_port(http.host)
+        collector = IngestCollector(self.run_dir, lambda: self.platform.ingestor.stats,
+                                    self.platform.events)
+        app = create_app(
+            twin=self.platform.twin, events=self.platform.events,
+            ingestor=self.platform.ingestor,
+            tokens={self.platform.secrets["operator_token"]: "operator"},
+            metrics=make_registry(collector), health=self._health,
+        )
+        config = uvicorn.Config(app, host=http.host, port=port, log_level="warning",
+                                access_log=False)
+        self._server = uvicorn.Server(config)
+        thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        thread.start()
+        wait_for_port(http.host, port, 20)
+        self.url = f"http://{http.host}:{port}"
+
+    def _health(self) -> dict[str, object]:
+        alive = sum(1 for w in self._workers if w.poll() is None)
+        return {"workers": alive, "workers_configured": len(self._workers),
+                "database": self.platform.engine.dialect.name,
+                "broker": self.settings.mqtt.broker}
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            for index, worker in enumerate(self._workers):
+                if worker.poll() is not None and not self._stop.is_set():
+                    log.warning("ingest worker %d exited with %s; restarting", index,
+                                worker.returncode)
+                    self._workers[index] = self._spawn_worker(index)
+
+    def write_demo_file(self) -> Path:
+        """``<data_dir>/demo.json``: URL, broker address and the demo accounts' tokens."""
+        path = self.settings.data_dir / "demo.json"
+        data = {
+            "url": self.url,
+            "docs": f"{self.url}/docs",
+            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port,
+                     "broker": self.settings.mqtt.broker},
+            "tokens": {"operator": self.platform.secrets["operator_token"]},
+            "database": self.platform.engine.dialect.name,
+            "pid": os.getpid(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        return path
+
+    def wait(self, duration: float | None = None) -> None:
+        """Block until ``duration`` seconds passed, or until interrupted (Ctrl-C / SIGTERM)."""
+        deadline = None if duration is None else time.monotonic() + duration
+        while not self._stop.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            self._stop.wait(min(left, 1.0) if left is not None else 1.0)
+
+    def stop(self) -> None:
+        """Stop simulators, API, workers (they finish their batch) and the broker."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        if self._server is not None:
+            self._server.should_exit = True
+        for worker in self._workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in self._workers:
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        if self.broker is not None:
+            self.broker.stop()
+        self.platform.close()

@@ -1,0 +1,49 @@
+"""Secrets kept in the data dir with mode 0600: the key-encryption key and demo accounts.
+
+Nothing here is ever logged. In production, point ``MSEC_*`` variables or a KMS at them
+instead (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def key_encryption_key(data_dir: Path) -> bytes:
+    """The 32-byte KEK in ``<data_dir>/keys/kek.key``, created on first use."""
+    path = data_dir / "keys" / "kek.key"
+    if not path.exists():
+        _write_private(path, secrets.token_bytes(32))
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise ValueError(f"{path} is not a 32-byte key")
+    return data
+
+
+def platform_secrets(data_dir: Path) -> dict[str, str]:
+    """Generated accounts of this installation (``keys/secrets.json``), created on first use.
+
+    Keys: ``operator_token`` (API bearer token of the operator role), ``mqtt_ingest`` and
+    ``mqtt_device`` (passwords of the embedded broker's two accounts).
+    """
+    path = data_dir / "keys" / "secrets.json"
+    if not path.exists():
+        values = {
+            "operator_token": secrets.token_urlsafe(32),
+            "mqtt_ingest": secrets.token_urlsafe(24),
+            "mqtt_device": secrets.token_urlsafe(24),
+        }
+        _write_private(path, json.dumps(values, indent=2).encode())
+    return json.loads(path.read_text())

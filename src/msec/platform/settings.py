@@ -1,0 +1,85 @@
+"""Platform settings: a TOML file, overridden by ``MSEC_*`` environment variables.
+
+Example (``msec serve --config msec.toml``)::
+
+    data_dir = "/var/lib/msec"
+    [database]
+    url = "postgresql+psycopg://msec:secret@db.example/msec"
+    [mqtt]
+    broker = "external"          # "embedded" (amqtt child process) or "external" (Mosquitto)
+    host = "mqtt.example"
+    port = 1883
+    username = "ingest"
+    password_env = "MSEC_MQTT_PASSWORD"   # the password itself never sits in the file
+    workers = 2                   # ingest processes sharing $share/msec/msec/#
+    [http]
+    host = "0.0.0.0"
+    port = 8080
+
+Nested values can be set from the environment with ``__``: ``MSEC_DATABASE__URL=...``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    #: SQLAlchemy URL; empty means SQLite at ``<data_dir>/msec.db``.
+    url: str = ""
+
+
+class MqttSettings(BaseModel):
+    broker: Literal["embedded", "external"] = "embedded"
+    host: str = "127.0.0.1"
+    #: 0 with the embedded broker: pick a free port (written to ``demo.json``).
+    port: int = 0
+    username: str = "ingest"
+    #: Name of the environment variable holding the ingest account's password
+    #: (external broker). The embedded broker's accounts are generated in the data dir.
+    password_env: str = "MSEC_MQTT_PASSWORD"
+    topic: str = "msec/#"
+    shared_group: str | None = None
+    workers: int = Field(1, ge=1, le=64)
+    batch_max: int = Field(1000, ge=1, le=20000)
+    batch_wait_ms: int = Field(20, ge=1, le=5000)
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env)
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class Settings(BaseSettings):
+    """Everything ``msec serve`` and ``msec demo`` need; see the module docstring."""
+
+    model_config = SettingsConfigDict(env_prefix="MSEC_", env_nested_delimiter="__")
+
+    data_dir: Path = Path("msec-data")
+    tenant: str = "default"
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    http: HttpSettings = HttpSettings()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.data_dir / 'msec.db').resolve()}"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: object) -> Settings:
+        """Settings from a TOML file (if given), then the environment, then ``overrides``."""
+        values: dict[str, object] = {}
+        if path is not None:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Transports that carry sealed envelopes: MQTT (embedded broker or Mosquitto)."""
