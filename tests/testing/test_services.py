@@ -210,6 +210,7 @@ def test_bad_credentials_are_refused(
         client.close()
 
 
+@pytest.mark.integration
 def test_without_users_anonymous_clients_are_allowed(tmp_path: Path) -> None:
     with mosquitto_server(tmp_path / "mq", persistence=False) as broker:
         client = _Client(broker, None)

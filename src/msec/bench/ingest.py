@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from msec.bench.loadgen import RawPublisher
+from msec.ingest.worker import BrokerAddress, spawn_worker
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
 from msec.sdk.sim.park import PARK_DEVICES, ParkSimulator
@@ -114,19 +114,13 @@ def _raw_phase(host: str, port: int, user: str | None, password: str | None, wor
 
 def _start_workers(settings: Settings, host: str, port: int, user: str | None,
                    password: str | None, workers: int, shared: bool) -> list[subprocess.Popen]:
-    procs = []
-    for k in range(workers):
-        args = [sys.executable, "-m", "msec", "worker", "--data-dir", str(settings.data_dir),
-                "--database-url", settings.database_url, "--mqtt-host", host,
-                "--mqtt-port", str(port), "--mqtt-username", user or "",
-                "--client-id", f"bench-ingest-{k}", "--batch-max", "2000",
-                "--batch-wait-ms", "5"]
-        if shared:
-            args += ["--shared-group", "msec"]
-        env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=password or "")
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-    return procs
+    return [
+        spawn_worker(data_dir=settings.data_dir, database_url=settings.database_url,
+                     broker=BrokerAddress(host, port, user, password),
+                     client_id=f"bench-ingest-{k}", shared_group="msec" if shared else None,
+                     batch_max=2000, batch_wait_ms=5)
+        for k in range(workers)
+    ]
 
 
 def _ingest_phase(platform: Platform, host: str, port: int, user: str | None,

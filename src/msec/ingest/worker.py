@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +70,7 @@ class WorkerStats:
             "latency_sum": self.latency_sum, "latency_count": self.latency_count,
             "backlog": self.backlog,
         }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
@@ -95,7 +98,9 @@ def run_worker(
     )
     subscriber.start()
     stats = WorkerStats(stats_path)
-    log.info("ingest worker %s subscribed to %s on %s:%s", client_id, topic, broker.host, broker.port)
+    stats.flush(ingestor, force=True)  # doubles as the "subscribed, ready" signal
+    log.info("ingest worker %s subscribed to %s on %s:%s",
+             client_id, topic, broker.host, broker.port)
     try:
         while not stop.is_set():
             messages = subscriber.take(batch_max, 0.2)
@@ -120,3 +125,31 @@ def run_worker(
     finally:
         stats.flush(ingestor, force=True)
         subscriber.stop()
+
+
+def spawn_worker(
+    *,
+    data_dir: Path,
+    database_url: str,
+    broker: BrokerAddress,
+    client_id: str,
+    topic: str = "msec/#",
+    shared_group: str | None = None,
+    batch_max: int = 1000,
+    batch_wait_ms: int = 20,
+    log_path: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``msec worker`` as a child process (the password travels in its environment)."""
+    args = [
+        sys.executable, "-m", "msec", "worker",
+        "--data-dir", str(data_dir), "--database-url", database_url,
+        "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+        "--mqtt-username", broker.username or "", "--client-id", client_id,
+        "--topic", topic, "--batch-max", str(batch_max), "--batch-wait-ms", str(batch_wait_ms),
+    ]
+    if shared_group:
+        args += ["--shared-group", shared_group]
+    # Never on the command line, which every local user can read with ps.
+    env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=broker.password or "")
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(args, env=env, stdout=out, stderr=out)

@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import uvicorn
 
+from msec.ingest.worker import BrokerAddress, spawn_worker
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
 from msec.transport.broker import EmbeddedBroker, free_port, wait_for_port, write_password_file
@@ -83,23 +83,15 @@ class Runtime:
 
     def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
         mqtt = self.settings.mqtt
-        args = [
-            sys.executable, "-m", "msec", "worker",
-            "--data-dir", str(self.settings.data_dir),
-            "--database-url", self.settings.database_url,
-            "--mqtt-host", self.mqtt_host, "--mqtt-port", str(self.mqtt_port),
-            "--mqtt-username", self._ingest_user or "",
-            "--client-id", f"msec-ingest-{index}",
-            "--topic", mqtt.topic,
-            "--batch-max", str(mqtt.batch_max), "--batch-wait-ms", str(mqtt.batch_wait_ms),
-        ]
-        if mqtt.shared_group and mqtt.broker == "external":
-            args += ["--shared-group", mqtt.shared_group]
-        env = dict(os.environ)
-        # The password goes through the environment, never the command line (ps shows argv).
-        env["MSEC_WORKER_MQTT_PASSWORD"] = self._ingest_password or ""
-        log_file = open(self.run_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
-        return subprocess.Popen(args, env=env, stdout=log_file, stderr=log_file)
+        return spawn_worker(
+            data_dir=self.settings.data_dir, database_url=self.settings.database_url,
+            broker=BrokerAddress(self.mqtt_host, self.mqtt_port, self._ingest_user,
+                                 self._ingest_password),
+            client_id=f"msec-ingest-{index}", topic=mqtt.topic,
+            shared_group=mqtt.shared_group if mqtt.broker == "external" else None,
+            batch_max=mqtt.batch_max, batch_wait_ms=mqtt.batch_wait_ms,
+            log_path=self.run_dir / f"worker-{index}.log",
+        )
 
     def _start_http(self) -> None:
         http = self.settings.http

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -186,7 +187,9 @@ class Device:
         if self._client is None:
             ep = self.endpoint
             self._client = connect(
-                ep.mqtt_host, ep.mqtt_port, client_id=f"dev-{self.name}",
+                # A random suffix: two processes holding one identity must not keep
+                # kicking each other off the broker (MQTT client ids are exclusive).
+                ep.mqtt_host, ep.mqtt_port, client_id=f"dev-{self.name}-{secrets.token_hex(3)}",
                 username=ep.mqtt_username, password=ep.mqtt_password,
             )
         info = self._client.publish(self.topic(readings), data, qos=1)

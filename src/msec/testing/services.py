@@ -121,9 +121,19 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def _log_tail(path: Path) -> str:
+def _log_size(path: Path) -> int:
     try:
-        text = path.read_text(errors="replace")
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(path: Path, since: int = 0) -> str:
+    """The last lines the service wrote to ``path``, ignoring the first ``since`` bytes."""
+    try:
+        with path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
     return text[-_LOG_TAIL_CHARS:]
@@ -387,6 +397,7 @@ class PostgresHandle:
 
     def _start(self, port: int) -> None:
         self.port = port
+        log_start = _log_size(self.log_path)
         result = self._pg(
             "pg_ctl",
             "start",
@@ -404,8 +415,8 @@ class PostgresHandle:
             self._running = True
             atexit.register(self.stop)
             return
-        if "Address already in use" in _log_tail(self.log_path):
-            raise _PortTaken(f"port {port} taken")
+        if "Address already in use" in _log_tail(self.log_path, log_start):
+            raise _PortTaken(f"port {port} taken\n{_log_tail(self.log_path, log_start)}")
         self._kill_postmaster()
         self._fail(f"PostgreSQL did not start on port {port}", result)
 
@@ -469,11 +480,12 @@ def postgres_server(base_dir: Path, *, bin_dir: Path | None = None) -> Iterator[
     """Run a fresh PostgreSQL cluster on a free 127.0.0.1 port for the duration of the block.
 
     ``base_dir`` must be a directory this process may write (it is created if missing, and
-    handed to the ``postgres`` user when we are root); it should be empty or from an earlier
-    call. ``bin_dir`` overrides where ``initdb``/``pg_ctl``/``postgres`` are looked up
-    (default: newest ``/usr/lib/postgresql/*/bin``, then ``PATH``). The yielded handle's
-    ``url`` reaches database ``msec`` as a non-superuser role with a random password; fsync
-    stays on. The server is shut down with ``pg_ctl -m fast`` when the block exits.
+    handed to the ``postgres`` user when we are root) that holds no cluster yet: initdb
+    refuses an existing data directory. ``bin_dir`` overrides where ``initdb``, ``pg_ctl``
+    and ``postgres`` are looked up (default: newest ``/usr/lib/postgresql/*/bin``, then
+    ``PATH``). The yielded handle's ``url`` reaches database ``msec`` as a non-superuser role
+    with a random password; fsync stays on. The server is shut down with ``pg_ctl -m fast``
+    when the block exits.
 
     Raises :class:`ServiceUnavailable` if the binaries or the ``postgres`` account are missing,
     :class:`ServiceFailed` if the server does not come up.
@@ -576,13 +588,18 @@ class MosquittoHandle:
         """
         if self._process is not None:
             raise RuntimeError("mosquitto is already running; stop() it first")
+        log_start = _log_size(self.log_path)
         self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [str(self._binary), "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [str(self._binary), "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as exc:
+            self.stop()
+            raise ServiceFailed(f"cannot execute {self._binary}: {exc}") from exc
         atexit.register(self.stop)
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -593,9 +610,9 @@ class MosquittoHandle:
             time.sleep(0.05)
         exit_code = self._process.poll()
         self.stop(graceful=False)
-        tail = _log_tail(self.log_path)
+        tail = _log_tail(self.log_path, log_start)
         if "Address already in use" in tail:
-            raise _PortTaken(f"port {self.port} taken")
+            raise _PortTaken(f"port {self.port} taken\n{tail}")
         state = "timed out" if exit_code is None else f"exited with {exit_code}"
         raise ServiceFailed(
             f"mosquitto on {self.host}:{self.port} {state}\n--- {self.log_path} ---\n{tail}"
