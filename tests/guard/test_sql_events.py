@@ -129,5 +129,8 @@ def test_counts_per_reason(log: SqlEventLog) -> None:
 
 def test_survives_a_new_engine(log: SqlEventLog, engine: Engine) -> None:
     stored = log.record([event("unknown_device")])
-    again = SqlEventLog(make_engine(str(engine.url.render_as_string(hide_password=False))))
-    assert again.query() == stored
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        assert SqlEventLog(other).query() == stored
+    finally:
+        other.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -259,6 +260,39 @@ def test_unknown_provider_writes_nothing(twin: SqlTwin) -> None:
     info = twin.provider("meter-1")
     assert info is not None and info.last_seen is None
     assert twin.write(batch[:1]) == batch[:1]  # the known part can be written afterwards
+
+
+def test_concurrent_writers_store_each_reading_once(twin: SqlTwin) -> None:
+    """Overlapping batches from several threads: no deadlock, each reading new exactly once."""
+    providers = [f"meter-{i}" for i in range(2, 8)]
+    for name in providers:
+        twin.ensure_provider(name, kind=KIND.name)
+    readings = [
+        Reading(name, "meter", resource, float(seq), 1000.0 + seq, seq)
+        for seq in range(200)
+        for name in providers
+        for resource in ("power",)
+    ] + [Reading(name, "health", "battery", 50.0, 2000.0, 1000) for name in providers]
+
+    def write_all(shift: int) -> list[Reading]:
+        ordered = readings[shift:] + readings[:shift]  # same readings, other order
+        new: list[Reading] = []
+        for start in range(0, len(ordered), 150):
+            new += twin.write(ordered[start : start + 150])
+        return new
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(write_all, [0, 301, 602, 903]))
+
+    stored = [r for result in results for r in result]
+    assert sorted(stored, key=lambda r: (r.provider, r.seq)) == sorted(
+        readings, key=lambda r: (r.provider, r.seq)
+    )
+    for name in providers:
+        info = twin.provider(name)
+        assert info is not None and (info.battery, info.last_seen) == (50.0, 2000.0)
+        latest = twin.latest(name, "meter", "power")
+        assert latest is not None and latest.seq == 199
 
 
 # --- several writer processes on one SQLite file ---------------------------------------------

@@ -80,7 +80,8 @@ def _raw_phase(host: str, port: int, user: str | None, password: str | None, wor
     """Readings/s through broker -> plain subscribers (same client, ack only)."""
     subs = [MqttSubscriber(host, port, ["msec/#"], client_id=f"raw-{k}-{os.getpid()}",
                            username=user, password=password,
-                           shared_group="raw" if shared else None) for k in range(workers)]
+                           shared_group="raw" if shared else None, persistent=False)
+            for k in range(workers)]
     counted = [0] * workers
     stop = threading.Event()
 

@@ -227,8 +227,7 @@ class Ingestor:
         kind = _kind(device)
         if message.topic is not None and not message.topic.endswith("/_batch"):
             _check_single_topic(message.topic, body.readings)
-        high = self._high_water(device.name)
-        if high is not None and body.seq <= high - REPLAY_WINDOW:
+        if body.seq <= self._high_water(device.name) - REPLAY_WINDOW:
             raise Rejected(RejectReason.REPLAY,
                            f"sequence {body.seq} is older than the replay window", device=device.name)
         limit = now + MAX_FUTURE_S
@@ -252,13 +251,18 @@ class Ingestor:
         self._ensure_provider(device)
         return out
 
-    def _high_water(self, name: str) -> int | None:
-        if name not in self._high:
+    def _high_water(self, name: str) -> int:
+        """Highest stored sequence number of the device (-1: none), cached per process.
+
+        Other workers may store higher numbers meanwhile; a stale value only makes the
+        window check more lenient, and the database's (device, seq) key still refuses
+        exact repeats.
+        """
+        high = self._high.get(name)
+        if high is None:
             seq = self._twin.max_seq(name)
-            if seq is None:
-                return None
-            self._high[name] = seq
-        return self._high[name]
+            high = self._high[name] = -1 if seq is None else seq
+        return high
 
     def _ensure_provider(self, device: DeviceRecord) -> None:
         if device.name in self._providers:

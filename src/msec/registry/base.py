@@ -34,6 +34,9 @@ class DeviceRecord:
 class DuplicateDevice(KeyError):
     """A device of that name is already registered."""
 
+    def __str__(self) -> str:
+        return f"device {self.args[0]!r} is already registered"
+
 
 class DeviceRegistry(Protocol):
     """Known devices. Implementations: :class:`msec.registry.sql.SqlRegistry`."""

@@ -101,10 +101,11 @@ class MqttSubscriber:
         username: str | None = None,
         password: str | None = None,
         shared_group: str | None = None,
+        persistent: bool = True,
     ) -> None:
         self._host, self._port = host, port
         self._topics = [f"$share/{shared_group}/{t}" if shared_group else t for t in topics]
-        self._client = _client(client_id, clean_session=False, manual_ack=True)
+        self._client = _client(client_id, clean_session=not persistent, manual_ack=True)
         self._client.max_inflight_messages_set(65535)
         if username is not None:
             self._client.username_pw_set(username, password)

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     func,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from msec.core.errors import MsecError
 from msec.core.kinds import UnknownKind, get_kind
@@ -48,8 +50,8 @@ metadata = MetaData()
 
 # A value is stored as (value_type, value_num, value_text) so that its Python type
 # round-trips and numbers stay aggregatable in SQL:
-#   "f" float: value_num, or value_text = repr() for nan/inf/-0.0 (SQLite turns nan
-#       into NULL and stores integral REALs as integers, which loses -0.0)
+#   "f" float: value_num, or value_text = repr() for nan/inf/-0.0 (SQLite stores nan as
+#       NULL and -0.0 as 0.0; inf is kept out of value_num so that aggregates stay finite)
 #   "i" int:   value_num when |v| <= 2**53 (exact in a double), else value_text = str()
 #       (value_num then still holds the nearest double, or NULL beyond the double range)
 #   "b" bool:  value_num 0.0 / 1.0
@@ -170,11 +172,14 @@ def _unit(kind: str, service: str, resource: str) -> str | None:
 
 #: One history row, in the column order of ``twin_readings``.
 _Row = tuple[str, int, str, str, str, float | None, str | None, float]
+#: One latest value, in the column order of ``twin_resources``.
+_Latest = tuple[str, str, str, str | None, str, float | None, str | None, float, int]
 _READING_COLUMNS = tuple(column.name for column in readings_table.c)
+_LATEST_COLUMNS = tuple(column.name for column in resources_table.c)
 
 
-def _newest_per_resource(rows: list[_Row], kinds: dict[str, str]) -> list[dict[str, Any]]:
-    """Per resource, the row newest by (timestamp, seq), as ``twin_resources`` parameters."""
+def _newest_per_resource(rows: list[_Row], kinds: dict[str, str]) -> list[_Latest]:
+    """Per resource, the row newest by (timestamp, seq), sorted by resource key."""
     newest: dict[tuple[str, str, str], _Row] = {}
     for row in rows:
         key = (row[0], row[2], row[3])
@@ -182,53 +187,109 @@ def _newest_per_resource(rows: list[_Row], kinds: dict[str, str]) -> list[dict[s
         if current is None or (row[7], row[1]) > (current[7], current[1]):
             newest[key] = row
     return [
-        {
-            "provider": provider,
-            "service": service,
-            "resource": resource,
-            "unit": _unit(kinds[provider], service, resource),
-            "value_type": row[4],
-            "value_num": row[5],
-            "value_text": row[6],
-            "timestamp": row[7],
-            "seq": row[1],
-        }
+        (provider, service, resource, _unit(kinds[provider], service, resource), *row[4:8], row[1])
         for (provider, service, resource), row in sorted(newest.items())
     ]
 
 
-def _last_seen(rows: list[_Row]) -> list[dict[str, Any]]:
-    """Per provider, the newest timestamp, as parameters of the provider update."""
+def _last_seen(rows: list[_Row]) -> list[tuple[str, float]]:
+    """Per provider, the newest timestamp, sorted by provider."""
     newest: dict[str, float] = {}
     for row in rows:
         if row[7] > newest.get(row[0], -math.inf):
             newest[row[0]] = row[7]
-    return [{"b_name": name, "b_ts": newest[name]} for name in sorted(newest)]
+    return sorted(newest.items())
+
+
+def _upsert_latest(statement: sqlite.Insert | postgresql.Insert) -> Any:
+    """``statement`` (an insert into ``twin_resources``) made to keep only the newest value."""
+    c = resources_table.c
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[c.provider, c.service, c.resource],
+        set_={
+            "value_type": excluded.value_type,
+            "value_num": excluded.value_num,
+            "value_text": excluded.value_text,
+            "timestamp": excluded.timestamp,
+            "seq": excluded.seq,
+        },
+        # Latest only moves forward: an older reading delivered late stays history.
+        where=tuple_(excluded.timestamp, excluded.seq) > tuple_(c.timestamp, c.seq),
+    )
+
+
+def _touch_provider(name: Any, timestamp: Any) -> Any:
+    """UPDATE of one provider: ``last_seen`` up to ``timestamp``, health from its resources."""
+    p = providers_table.c
+
+    def health(resource: str) -> Any:
+        c = resources_table.c
+        return (
+            select(c.value_num)
+            .where(c.provider == p.name, c.service == "health", c.resource == resource)
+            .scalar_subquery()
+        )
+
+    return (
+        update(providers_table)
+        .where(p.name == name)
+        .values(
+            last_seen=case(
+                (or_(p.last_seen.is_(None), p.last_seen < timestamp), timestamp),
+                else_=p.last_seen,
+            ),
+            battery=health("battery"),
+            rssi=health("rssi"),
+        )
+    )
+
+
+class _Writer(Protocol):
+    """How :meth:`SqlTwin.write` stores rows on one kind of database."""
+
+    def begin(self, conn: Connection) -> None:
+        """Called first in the write transaction."""
+
+    def store(self, conn: Connection, rows: list[_Row], kinds: dict[str, str]) -> list[_Row]:
+        """Insert history, update latest values and providers; return the rows that were new.
+
+        ``rows`` are unique and sorted by (provider, seq); ``kinds`` maps every provider
+        of ``rows`` to its device kind.
+        """
+        ...
 
 
 class _DriverStatement:
-    """A Core statement compiled once and run with the driver's ``executemany``.
+    """A Core statement compiled once and run with the driver's ``executemany``."""
 
-    SQLAlchemy's per-row parameter processing costs ~9 us a row here, as much as
-    SQLite's own work, so the SQLite hot path skips it (measured: 26k -> NN readings/s).
-    """
-
-    def __init__(self, statement: Any, engine: Engine) -> None:
+    def __init__(self, statement: Any, engine: Engine, names: Sequence[str]) -> None:
         compiled = statement.compile(dialect=engine.dialect)
         self.sql: str = compiled.string
-        self._names: list[str] = list(compiled.positiontup or ())
-        self._defaults: dict[str, Any] = dict(compiled.params)
+        # Per placeholder: the index of its value in a row of ``names``, or a constant of
+        # the statement itself (such as 'health'), which is a parameter too.
+        self._slots: list[tuple[int | None, Any]] = [
+            (names.index(name), None) if name in names else (None, compiled.params[name])
+            for name in compiled.positiontup or ()
+        ]
 
-    def executemany(self, conn: Connection, params: list[dict[str, Any]]) -> None:
-        defaults, names = self._defaults, self._names
-        rows = [tuple({**defaults, **p}[name] for name in names) for p in params]
-        conn.exec_driver_sql(self.sql, rows)
+    def executemany(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        slots = self._slots
+        params = [
+            tuple(row[index] if index is not None else constant for index, constant in slots)
+            for row in rows
+        ]
+        conn.exec_driver_sql(self.sql, params)
 
 
 class _SqliteWriter:
-    """The SQLite side of :meth:`SqlTwin.write`: the same statements, through the driver."""
+    """SQLite: Core statements compiled once and run through the driver.
 
-    def __init__(self, engine: Engine, upsert_latest: Any, update_providers: Any) -> None:
+    SQLAlchemy's per-row parameter processing costs ~9 us a row here, as much as SQLite's
+    own work; skipping it took batches of 1,000 from ~26k to ~39k readings/s (100 devices).
+    """
+
+    def __init__(self, engine: Engine) -> None:
         r = readings_table.c
         insert = sqlite.insert(readings_table).on_conflict_do_nothing(
             index_elements=[r.provider, r.seq]
@@ -237,16 +298,31 @@ class _SqliteWriter:
         if tuple(compiled.positiontup or ()) != _READING_COLUMNS:
             raise AssertionError(f"unexpected parameter order {compiled.positiontup}")
         self._insert_sql = compiled.string
-        self.upsert_latest = _DriverStatement(upsert_latest, engine)
-        self.touch_providers = _DriverStatement(update_providers, engine)
+        self._upsert_latest = _DriverStatement(
+            _upsert_latest(sqlite.insert(resources_table)), engine, _LATEST_COLUMNS
+        )
+        self._touch_providers = _DriverStatement(
+            _touch_provider(bindparam("b_name", type_=String), bindparam("b_ts", type_=Double)),
+            engine,
+            ("b_name", "b_ts"),
+        )
 
-    def insert_history(self, conn: Connection, rows: list[_Row]) -> list[_Row]:
-        """Insert ``rows``; return those that were not stored yet.
+    def begin(self, conn: Connection) -> None:
+        # Take the write lock now (waiting up to the busy timeout) rather than upgrading
+        # a read snapshot later, which fails at once if another process committed in
+        # between. Holding it also makes insert_history's "new" exact across processes.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        One ``execute`` a row and its change count tell which were new: as fast as one
-        ``executemany`` here, and faster than a multi-row ``RETURNING`` or a pre-select.
-        The caller holds the write lock (``BEGIN IMMEDIATE``), so no other writer races.
-        """
+    def store(self, conn: Connection, rows: list[_Row], kinds: dict[str, str]) -> list[_Row]:
+        new_rows = self._insert_history(conn, rows)
+        if new_rows:
+            self._upsert_latest.executemany(conn, _newest_per_resource(new_rows, kinds))
+            self._touch_providers.executemany(conn, _last_seen(new_rows))
+        return new_rows
+
+    def _insert_history(self, conn: Connection, rows: list[_Row]) -> list[_Row]:
+        # One execute a row, and its change count tells whether it was new: as fast as
+        # one executemany here, faster than a multi-row RETURNING or a pre-select.
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             new = []
@@ -257,6 +333,74 @@ class _SqliteWriter:
             return new
         finally:
             cursor.close()
+
+
+def _unnest(table: Table, names: Sequence[str]) -> Any:
+    """``unnest(:a_<name>::type[], ...) AS t(<name>, ...)``: one array parameter a column."""
+    arrays = [bindparam(f"a_{name}", type_=ARRAY(table.c[name].type)) for name in names]
+    return func.unnest(*arrays).table_valued(*names).render_derived()
+
+
+def _arrays(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    return {
+        f"a_{name}": list(column)
+        for name, column in zip(names, zip(*rows, strict=True), strict=True)
+    }
+
+
+class _PostgresWriter:
+    """PostgreSQL: each step is one statement over arrays (``unnest``).
+
+    A multi-row VALUES of 1,000 rows (SQLAlchemy's insertmanyvalues) is too long for
+    psycopg's query cache, and re-parsing its 8,000 placeholders took ~75 ms a batch.
+    """
+
+    def __init__(self) -> None:
+        r = readings_table.c
+        history = _unnest(readings_table, _READING_COLUMNS)
+        self._insert_history = (
+            postgresql.insert(readings_table)
+            .from_select(_READING_COLUMNS, select(*history.c))
+            .on_conflict_do_nothing(index_elements=[r.provider, r.seq])
+            .returning(r.provider, r.seq)
+        )
+        latest = _unnest(resources_table, _LATEST_COLUMNS)
+        self._upsert_latest = _upsert_latest(
+            postgresql.insert(resources_table).from_select(_LATEST_COLUMNS, select(*latest.c))
+        )
+        p = providers_table.c
+        names = bindparam("a_name", type_=ARRAY(String))
+        # UPDATE ... FROM locks rows in plan order; lock them in name order first, so
+        # that concurrent writers touching the same providers cannot deadlock. NO KEY
+        # UPDATE (what the UPDATE itself takes) does not wait for the KEY SHARE locks
+        # that other writers' history inserts hold on the provider (foreign key); FOR
+        # UPDATE would, and deadlocked in the concurrency test.
+        self._lock_providers = (
+            select(p.name)
+            .where(p.name == any_(names))
+            .order_by(p.name)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+        touched = func.unnest(names, bindparam("a_ts", type_=ARRAY(Double)))
+        touched = touched.table_valued("name", "ts").render_derived()
+        self._touch_providers = _touch_provider(touched.c.name, touched.c.ts)
+
+    def begin(self, conn: Connection) -> None:
+        pass
+
+    def store(self, conn: Connection, rows: list[_Row], kinds: dict[str, str]) -> list[_Row]:
+        # RETURNING names exactly the rows this transaction inserted, even while another
+        # transaction inserts the same keys (it waits on their unique index entries).
+        result = conn.execute(self._insert_history, _arrays(_READING_COLUMNS, rows))
+        new_keys = {(provider, seq) for provider, seq in result}
+        new_rows = [row for row in rows if (row[0], row[1]) in new_keys]
+        if new_rows:
+            latest = _newest_per_resource(new_rows, kinds)
+            conn.execute(self._upsert_latest, _arrays(_LATEST_COLUMNS, latest))
+            touched = _last_seen(new_rows)
+            conn.execute(self._lock_providers, {"a_name": [name for name, _ in touched]})
+            conn.execute(self._touch_providers, _arrays(("name", "ts"), touched))
+        return new_rows
 
 
 class SqlTwin:
@@ -271,70 +415,17 @@ class SqlTwin:
 
     def __init__(self, engine: Engine) -> None:
         dialect = engine.dialect.name
-        insert: Callable[[Table], sqlite.Insert | postgresql.Insert]
+        self._insert: Callable[[Table], sqlite.Insert | postgresql.Insert]
+        self._writer: _Writer
         if dialect == "sqlite":
-            insert = sqlite.insert
+            self._insert, self._writer = sqlite.insert, _SqliteWriter(engine)
         elif dialect == "postgresql":
-            insert = postgresql.insert
+            self._insert, self._writer = postgresql.insert, _PostgresWriter()
         else:
             raise MsecError(f"SqlTwin supports sqlite and postgresql, not {dialect!r}")
         self._engine = engine
-        self._insert = insert
         # Providers are never deleted, so a provider seen once stays known.
         self._kinds: dict[str, str] = {}
-
-        r = readings_table.c
-        self._insert_readings = (
-            insert(readings_table)
-            .on_conflict_do_nothing(index_elements=[r.provider, r.seq])
-            .returning(r.provider, r.seq)
-        )
-        upsert = insert(resources_table)
-        c = resources_table.c
-        self._upsert_latest = upsert.on_conflict_do_update(
-            index_elements=[c.provider, c.service, c.resource],
-            set_={
-                "value_type": upsert.excluded.value_type,
-                "value_num": upsert.excluded.value_num,
-                "value_text": upsert.excluded.value_text,
-                "timestamp": upsert.excluded.timestamp,
-                "seq": upsert.excluded.seq,
-            },
-            # Latest only moves forward: an older reading delivered late stays history.
-            where=tuple_(upsert.excluded.timestamp, upsert.excluded.seq)
-            > tuple_(c.timestamp, c.seq),
-        )
-        p = providers_table.c
-        ts = bindparam("b_ts", type_=Double)
-        self._update_providers = (
-            update(providers_table)
-            .where(p.name == bindparam("b_name", type_=String))
-            .values(
-                last_seen=case(
-                    (or_(p.last_seen.is_(None), p.last_seen < ts), ts), else_=p.last_seen
-                ),
-                battery=self._health_subquery("battery"),
-                rssi=self._health_subquery("rssi"),
-            )
-        )
-        self._sqlite = (
-            _SqliteWriter(engine, self._upsert_latest, self._update_providers)
-            if dialect == "sqlite"
-            else None
-        )
-
-    @staticmethod
-    def _health_subquery(resource: str) -> Any:
-        c = resources_table.c
-        return (
-            select(c.value_num)
-            .where(
-                c.provider == providers_table.c.name,
-                c.service == "health",
-                c.resource == resource,
-            )
-            .scalar_subquery()
-        )
 
     def create_schema(self) -> None:
         """Create the ``twin_`` tables and indexes that are missing. Idempotent."""
@@ -392,20 +483,9 @@ class SqlTwin:
         # rows in the same order and cannot deadlock.
         rows.sort(key=lambda row: (row[0], row[1]))
         with self._engine.begin() as conn:
-            if self._sqlite is not None:
-                # Take the write lock now (waiting up to the busy timeout) rather than
-                # upgrading a read snapshot later, which fails at once if another
-                # process committed in between.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            self._writer.begin(conn)
             kinds = self._provider_kinds(conn, {provider for provider, _ in unique})
-            if self._sqlite is not None:
-                new_rows = self._sqlite.insert_history(conn, rows)
-            else:
-                new_rows = self._insert_history(conn, rows)
-            if not new_rows:
-                return []
-            self._store_latest(conn, _newest_per_resource(new_rows, kinds))
-            self._touch_providers(conn, _last_seen(new_rows))
+            new_rows = self._writer.store(conn, rows, kinds)
         new_keys = {(row[0], row[1]) for row in new_rows}
         return [reading for key, reading in unique.items() if key in new_keys]
 
@@ -420,26 +500,6 @@ class SqlTwin:
                 names = ", ".join(map(repr, unknown))
                 raise UnknownProvider(f"unknown provider(s) {names}: call ensure_provider first")
         return self._kinds
-
-    def _insert_history(self, conn: Connection, rows: list[_Row]) -> list[_Row]:
-        # RETURNING names exactly the rows this transaction inserted, even while another
-        # transaction inserts the same keys (it waits on their unique index entries).
-        params = [dict(zip(_READING_COLUMNS, row, strict=True)) for row in rows]
-        result = conn.execute(self._insert_readings, params)
-        new_keys = {(provider, seq) for provider, seq in result}
-        return [row for row in rows if (row[0], row[1]) in new_keys]
-
-    def _store_latest(self, conn: Connection, latest: list[dict[str, Any]]) -> None:
-        if self._sqlite is not None:
-            self._sqlite.upsert_latest.executemany(conn, latest)
-        else:
-            conn.execute(self._upsert_latest, latest)
-
-    def _touch_providers(self, conn: Connection, params: list[dict[str, Any]]) -> None:
-        if self._sqlite is not None:
-            self._sqlite.touch_providers.executemany(conn, params)
-        else:
-            conn.execute(self._update_providers, params)
 
     def providers(self) -> list[ProviderInfo]:
         """All providers, by name, without their resources."""

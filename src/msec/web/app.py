@@ -5,7 +5,6 @@ needs ``Authorization: Bearer <token>``; ingest is authenticated by the envelope
 signature (gateways hold a device key, not an API token).
 """
 
-from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
