@@ -98,6 +98,9 @@ readings_table = Table(
     Column("value_num", Double),
     Column("value_text", Text),
     Column("timestamp", Double, nullable=False),
+    # When the platform stored it (epoch s, taken in the writing transaction): the
+    # receive side of the audit trail, and what the ingest benchmark's latency reads.
+    Column("stored_at", Double),
     PrimaryKeyConstraint("provider", "seq"),
     # seq as the last column lets history() read in (timestamp, seq) order without a sort.
     Index("ix_twin_readings_resource_time", "provider", "service", "resource", "timestamp", "seq"),
@@ -171,7 +174,7 @@ def _unit(kind: str, service: str, resource: str) -> str | None:
 
 
 #: One history row, in the column order of ``twin_readings``.
-_Row = tuple[str, int, str, str, str, float | None, str | None, float]
+_Row = tuple[str, int, str, str, str, float | None, str | None, float, float]
 #: One latest value, in the column order of ``twin_resources``.
 _Latest = tuple[str, str, str, str | None, str, float | None, str | None, float, int]
 _READING_COLUMNS = tuple(column.name for column in readings_table.c)
@@ -475,8 +478,9 @@ class SqlTwin:
             unique.setdefault((reading.provider, reading.seq), reading)
         if not unique:
             return []
+        now = time.time()
         rows: list[_Row] = [
-            (r.provider, r.seq, r.service, r.resource, *_encode(r.value), r.timestamp)
+            (r.provider, r.seq, r.service, r.resource, *_encode(r.value), r.timestamp, now)
             for r in unique.values()
         ]
         # One order for every writer, so that concurrent PostgreSQL transactions lock
@@ -595,6 +599,21 @@ class SqlTwin:
             stmt = stmt.where(readings_table.c.provider == provider)
         with self._engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+    def stored_at(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """When each ``(provider, seq)`` was stored (epoch s); missing keys are left out.
+
+        Reads the whole history table once: meant for audits and benchmarks, not for
+        request paths.
+        """
+        wanted = set(keys)
+        r = readings_table.c
+        found: dict[tuple[str, int], float] = {}
+        with self._engine.connect() as conn:
+            for provider, seq, at in conn.execute(select(r.provider, r.seq, r.stored_at)):
+                if (provider, seq) in wanted and at is not None:
+                    found[(provider, int(seq))] = at
+        return found
 
 
 def _provider_info(row: Any, resources: tuple[ResourceValue, ...] = ()) -> ProviderInfo:
