@@ -21,9 +21,16 @@ def test_sign1_bytes_follow_rfc9052_and_verify_with_an_independent_library() -> 
     assert data.startswith(bytes.fromhex("d284") + bytes([0x40 + len(protected)]) + protected)
     signature = data[-64:]
     # Sig_structure built by hand: ["Signature1", protected, h'', payload].
-    tbs = (bytes.fromhex("84") + bytes.fromhex("6a") + b"Signature1"
-           + bytes([0x40 + len(protected)]) + protected + bytes.fromhex("40")
-           + bytes.fromhex("45") + b"hello")
+    tbs = (
+        bytes.fromhex("84")
+        + bytes.fromhex("6a")
+        + b"Signature1"
+        + bytes([0x40 + len(protected)])
+        + protected
+        + bytes.fromhex("40")
+        + bytes.fromhex("45")
+        + b"hello"
+    )
     Ed25519PublicKey.from_public_bytes(public).verify(signature, tbs)  # raises if wrong
     outer = cose.parse_outer(data)
     assert outer.kid == "dev-1" and outer.payload == b"hello"
@@ -66,15 +73,22 @@ def test_every_flipped_bit_of_a_sign1_is_refused() -> None:
                 cose.verify_sign1(cose.parse_outer(bytes(tampered)), public)
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"\x00", b"\xd2", b"\xd2\x84", cbor2.dumps([1, 2, 3, 4]),
-    cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7, 4: b"k"}), {}, b"", b"x" * 64])),
-    cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps([1]), {}, b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, "text")),
-    cbor2.dumps(cbor2.CBORTag(99, [b"", {}, b"", b""])),
-    b"\x9f" * 10000,  # deeply nested indefinite arrays
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00",
+        b"\xd2",
+        b"\xd2\x84",
+        cbor2.dumps([1, 2, 3, 4]),
+        cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7, 4: b"k"}), {}, b"", b"x" * 64])),
+        cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps([1]), {}, b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, "text")),
+        cbor2.dumps(cbor2.CBORTag(99, [b"", {}, b"", b""])),
+        b"\x9f" * 10000,  # deeply nested indefinite arrays
+    ],
+)
 def test_malformed_structures_are_rejected_as_malformed(data: bytes) -> None:
     with pytest.raises(Rejected) as err:
         cose.parse_outer(data)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from msec.core.errors import RejectReason
 from msec.crypto import cose
 from msec.crypto.envelope import MAX_ENVELOPE_BYTES, encode_payload
-from msec.ingest import REPLAY_WINDOW, Incoming
+from msec.ingest import REPLAY_WINDOW, Incoming, Ingestor
+from msec.ingest.pipeline import RETRY_GRACE_S
 from msec.platform import Platform, Settings
 from msec.sdk import Device
 
@@ -37,8 +38,9 @@ def topic(device: Device, rows=GOOD) -> str:
     return device.topic(rows)
 
 
-def process_one(platform: Platform, data: bytes, topic_name: str | None = None,
-                redelivered: bool = False):
+def process_one(
+    platform: Platform, data: bytes, topic_name: str | None = None, redelivered: bool = False
+):
     return platform.ingestor.process([Incoming(data, topic_name, "test", redelivered)])[0]
 
 
@@ -57,20 +59,38 @@ def test_good_reading_is_stored_with_unit_and_latest(platform: Platform, device:
 def test_batch_envelope_and_hmac_and_encrypted_devices(platform: Platform) -> None:
     mac = platform.add_device("mac-dev", KIND, alg="HMAC256")
     enc = platform.add_device("enc-dev", KIND, encrypt=True)
-    rows = [("environment", "temperature", 20.0), ("environment", "humidity", 55.0),
-            ("health", "battery", 97.0)]
+    rows = [
+        ("environment", "temperature", 20.0),
+        ("environment", "humidity", 55.0),
+        ("health", "battery", 97.0),
+    ]
     for d in (mac, enc):
         assert process_one(platform, d.seal(rows), d.topic(rows)).stored == 3
     assert platform.twin.provider("enc-dev").battery == 97.0
 
 
+def later(platform: Platform, seconds: float) -> Ingestor:
+    """An ingestor of the same platform whose clock is ``seconds`` ahead."""
+    return Ingestor(
+        platform.registry, platform.twin, platform.events, clock=lambda: time.time() + seconds
+    )
+
+
 def test_replays_are_refused_and_logged(platform: Platform, device: Device) -> None:
     data = device.seal(GOOD)
     assert process_one(platform, data, topic(device)).ok
-    again = process_one(platform, data, topic(device))
+    again = later(platform, RETRY_GRACE_S + 1).process([Incoming(data, topic(device))])[0]
     assert again.rejected is not None and again.rejected.reason is RejectReason.REPLAY
     assert platform.twin.count_readings("llamas-test") == 1
     assert reasons(platform) == ["replay"]
+
+
+def test_a_quick_retransmission_is_a_silent_duplicate(platform: Platform, device: Device) -> None:
+    data = device.seal(GOOD)
+    assert process_one(platform, data, topic(device)).ok
+    again = later(platform, RETRY_GRACE_S - 5).process([Incoming(data, topic(device))])[0]
+    assert again.ok and again.stored == 0 and again.duplicates == 1
+    assert reasons(platform) == []
 
 
 def test_broker_redelivery_is_idempotent_and_silent(platform: Platform, device: Device) -> None:
@@ -89,13 +109,16 @@ def test_old_sequence_outside_the_window_is_a_replay(platform: Platform, device:
     assert outcome.rejected.reason is RejectReason.REPLAY
 
 
-def test_same_envelope_twice_in_one_batch_is_stored_once(platform: Platform,
-                                                         device: Device) -> None:
+def test_same_envelope_twice_in_one_batch_is_stored_once(
+    platform: Platform, device: Device
+) -> None:
     data = device.seal(GOOD)
-    first, second = platform.ingestor.process([Incoming(data, topic(device)),
-                                               Incoming(data, topic(device))])
+    first, second = platform.ingestor.process(
+        [Incoming(data, topic(device)), Incoming(data, topic(device))]
+    )
     assert first.ok and first.stored == 1
-    assert second.rejected.reason is RejectReason.REPLAY
+    assert second.ok and second.stored == 0 and second.duplicates == 1
+    assert platform.twin.count_readings() == 1
 
 
 def test_each_rejection_reason(platform: Platform, device: Device) -> None:
@@ -109,10 +132,14 @@ def test_each_rejection_reason(platform: Platform, device: Device) -> None:
         "bad_signature ": (bytes(outer), topic(device)),
         "malformed": (b"\x00garbage", topic(device)),
         "oversized": (b"\x00" * (MAX_ENVELOPE_BYTES + 1), topic(device)),
-        "out_of_range": (device.seal([("environment", "temperature", 900.0)]),
-                         "msec/default/llamas-test/environment/temperature"),
-        "schema": (device.seal([("environment", "temperature", "hot")]),
-                   "msec/default/llamas-test/environment/temperature"),
+        "out_of_range": (
+            device.seal([("environment", "temperature", 900.0)]),
+            "msec/default/llamas-test/environment/temperature",
+        ),
+        "schema": (
+            device.seal([("environment", "temperature", "hot")]),
+            "msec/default/llamas-test/environment/temperature",
+        ),
         "schema ": (device.seal([("kitchen", "oven", 1.0)]), "msec/default/llamas-test/_batch"),
         "bad_timestamp": (device.seal(GOOD, at=time.time() + 3600), topic(device)),
         "topic_mismatch": (device.seal(GOOD), "msec/default/other-device/environment/temperature"),
@@ -140,12 +167,14 @@ def test_plaintext_from_an_encrypting_device_is_refused(platform: Platform) -> N
     assert outcome.rejected.reason is RejectReason.DECRYPT_FAILED
 
 
-def test_bad_messages_do_not_disturb_good_ones_in_the_same_batch(platform: Platform,
-                                                                 device: Device) -> None:
+def test_bad_messages_do_not_disturb_good_ones_in_the_same_batch(
+    platform: Platform, device: Device
+) -> None:
     batch = []
     for i in range(50):
-        batch.append(Incoming(device.seal([("environment", "temperature", 10.0 + i)]),
-                              topic(device)))
+        batch.append(
+            Incoming(device.seal([("environment", "temperature", 10.0 + i)]), topic(device))
+        )
         batch.append(Incoming(b"\xd2\x84" + bytes([i]), topic(device)))
     outcomes = platform.ingestor.process(batch)
     assert sum(o.stored for o in outcomes) == 50
@@ -153,8 +182,9 @@ def test_bad_messages_do_not_disturb_good_ones_in_the_same_batch(platform: Platf
     assert platform.twin.count_readings("llamas-test") == 50
 
 
-def test_signed_payload_naming_another_device_is_refused(platform: Platform,
-                                                         device: Device) -> None:
+def test_signed_payload_naming_another_device_is_refused(
+    platform: Platform, device: Device
+) -> None:
     payload = encode_payload("someone-else", 1, time.time(), GOOD)
     data = cose.sign1(payload, kid="llamas-test", signing_key=device.secret)
     assert process_one(platform, data, topic(device)).rejected.reason is RejectReason.MALFORMED
@@ -163,16 +193,32 @@ def test_signed_payload_naming_another_device_is_refused(platform: Platform,
 _HYPO: dict[int, Device] = {}
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
-                       st.binary(max_size=20), st.lists(st.integers(), max_size=3)))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=20),
+        st.binary(max_size=20),
+        st.lists(st.integers(), max_size=3),
+    )
+)
 def test_wrong_types_are_refused_never_crash(platform: Platform, value: object) -> None:
     if id(platform) not in _HYPO:
         _HYPO[id(platform)] = platform.add_device("hypo", KIND)
     dev = _HYPO[id(platform)]
-    payload = cbor2.dumps({"d": "hypo", "q": dev._take(1), "t": time.time(),
-                           "r": [["environment", "temperature", value]]})
+    payload = cbor2.dumps(
+        {
+            "d": "hypo",
+            "q": dev._take(1),
+            "t": time.time(),
+            "r": [["environment", "temperature", value]],
+        }
+    )
     data = cose.sign1(payload, kid="hypo", signing_key=dev.secret)
     outcome = process_one(platform, data, "msec/default/hypo/_batch")
     if outcome.ok:
@@ -182,8 +228,9 @@ def test_wrong_types_are_refused_never_crash(platform: Platform, value: object) 
         assert outcome.rejected.reason in (RejectReason.SCHEMA, RejectReason.OUT_OF_RANGE)
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=2000))
 def test_garbage_bytes_become_malformed_events(platform: Platform, data: bytes) -> None:
     outcome = process_one(platform, data, "msec/default/x/_batch")

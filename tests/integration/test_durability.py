@@ -23,15 +23,23 @@ def make_platform(tmp_path: Path, url: str = "") -> Platform:
     return Platform.open(Settings.load(None, data_dir=tmp_path / "data", database={"url": url}))
 
 
-def start_worker(platform: Platform, broker: MosquittoHandle, client_id: str = "w0",
-                 shared_group: str | None = None) -> subprocess.Popen[bytes]:
+def start_worker(
+    platform: Platform,
+    broker: MosquittoHandle,
+    client_id: str = "w0",
+    shared_group: str | None = None,
+) -> subprocess.Popen[bytes]:
     settings = platform.settings
     ready = settings.data_dir / "run" / f"worker-{client_id}.json"
     ready.unlink(missing_ok=True)
     process = spawn_worker(
-        data_dir=settings.data_dir, database_url=settings.database_url,
+        data_dir=settings.data_dir,
+        database_url=settings.database_url,
         broker=BrokerAddress(broker.host, broker.port, "ingest", broker.users["ingest"]),
-        client_id=client_id, shared_group=shared_group, batch_max=500, batch_wait_ms=5,
+        client_id=client_id,
+        shared_group=shared_group,
+        batch_max=500,
+        batch_wait_ms=5,
         log_path=settings.data_dir / f"{client_id}.log",
     )
     deadline = time.monotonic() + 30
@@ -51,8 +59,9 @@ def wait_for_count(platform: Platform, expected: int, timeout: float = 60.0) -> 
     return count
 
 
-def sealed_stream(platform: Platform, devices: int, envelopes: int, batch: int
-                  ) -> tuple[list[bytes], set[tuple[str, int]]]:
+def sealed_stream(
+    platform: Platform, devices: int, envelopes: int, batch: int
+) -> tuple[list[bytes], set[tuple[str, int]]]:
     fleet = [platform.add_device(f"dev-{i:02d}", KIND) for i in range(devices)]
     messages, keys = [], set()
     for n in range(envelopes):
@@ -86,8 +95,9 @@ def test_devices_publish_through_mosquitto_into_the_twin(
         devices = [platform.add_device(f"park-{i}", KIND, endpoint=endpoint) for i in range(3)]
         for step in range(20):
             for device in devices:
-                device.publish({"environment/temperature": 15.0 + step / 10,
-                                "health/battery": 90.0})
+                device.publish(
+                    {"environment/temperature": 15.0 + step / 10, "health/battery": 90.0}
+                )
         forged, _ = Device.create("park-0", KIND, endpoint=endpoint)  # right name, wrong key
         forged.publish({"environment/temperature": 99.0})
         assert wait_for_count(platform, 3 * 20 * 2) == 120
@@ -113,8 +123,13 @@ def test_kill_9_mid_stream_loses_nothing_and_stores_once(
     platform = make_platform(tmp_path)
     packets, keys = sealed_stream(platform, devices=10, envelopes=3000, batch=10)
     worker = start_worker(platform, mosquitto)
-    publisher = RawPublisher(mosquitto.host, mosquitto.port, client_id="gen",
-                             username="device", password=mosquitto.users["device"])
+    publisher = RawPublisher(
+        mosquitto.host,
+        mosquitto.port,
+        client_id="gen",
+        username="device",
+        password=mosquitto.users["device"],
+    )
     try:
         publisher.publish_all(packets[:1500], rate=3000)
         killed_at = platform.twin.count_readings()
@@ -143,8 +158,13 @@ def test_broker_restart_loses_no_acknowledged_reading(
     packets, keys = sealed_stream(platform, devices=5, envelopes=1000, batch=5)
     worker = start_worker(platform, mosquitto)
     stop(worker)  # the worker's persistent session stays on the broker
-    publisher = RawPublisher(mosquitto.host, mosquitto.port, client_id="gen",
-                             username="device", password=mosquitto.users["device"])
+    publisher = RawPublisher(
+        mosquitto.host,
+        mosquitto.port,
+        client_id="gen",
+        username="device",
+        password=mosquitto.users["device"],
+    )
     publisher.publish_all(packets[:600])
     assert publisher.wait_acked(600, 30)
     publisher.close()
@@ -156,8 +176,13 @@ def test_broker_restart_loses_no_acknowledged_reading(
         # And a restart while the worker is connected: it reconnects and resubscribes.
         mosquitto.stop(graceful=True)
         mosquitto.start()
-        publisher = RawPublisher(mosquitto.host, mosquitto.port, client_id="gen2",
-                                 username="device", password=mosquitto.users["device"])
+        publisher = RawPublisher(
+            mosquitto.host,
+            mosquitto.port,
+            client_id="gen2",
+            username="device",
+            password=mosquitto.users["device"],
+        )
         publisher.publish_all(packets[600:])
         assert publisher.wait_acked(400, 30)
         publisher.close()

@@ -45,6 +45,8 @@ PUBLIC = {"/api/v1/health", "/api/v1/ingest"}
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
     p = Platform.open(Settings.load(None, data_dir=tmp_path / "data"))
+    # No retry grace: an envelope sent twice is a replay at once (the grace has its own test).
+    p.ingestor = Ingestor(p.registry, p.twin, p.events, retry_grace=0.0)
     yield p
     p.close()
 
@@ -282,6 +284,22 @@ def test_replays_are_409_and_the_events_can_be_filtered(client: TestClient,
                           headers=AUTH).status_code == 422
 
 
+def test_an_immediate_http_retry_is_an_idempotent_duplicate(platform: Platform,
+                                                            run_dir: Path,
+                                                            device: Device) -> None:
+    p = platform
+    app = create_app(twin=p.twin, events=p.events, tokens={"tok": "operator"},
+                     ingestor=Ingestor(p.registry, p.twin, p.events))  # default grace
+    with TestClient(app) as retrying:
+        data = device.seal(GOOD)
+        assert post(retrying, data).json() == {"status": "stored", "stored": 1, "duplicates": 0}
+        again = post(retrying, data)
+        assert again.status_code == 200
+        assert again.json() == {"status": "duplicate", "stored": 0, "duplicates": 1}
+    assert platform.twin.count_readings(NAME) == 1
+    assert event_reasons(platform) == []
+
+
 # ---- metrics --------------------------------------------------------------------------------
 def test_metrics_count_http_ingest(client: TestClient, device: Device) -> None:
     for i in range(4):
@@ -307,7 +325,7 @@ def test_metrics_sum_worker_stats_files(client: TestClient, platform: Platform,
     assert post(client, device.seal(GOOD)).status_code == 200  # 1 over HTTP
 
     # A worker process: its own Ingestor on the same storage, writing its stats file.
-    worker = Ingestor(platform.registry, platform.twin, platform.events)
+    worker = Ingestor(platform.registry, platform.twin, platform.events, retry_grace=0.0)
     rows = [("environment", "temperature", 15.0), ("environment", "humidity", 40.0)]
     data = device.seal(rows)
     outcomes = worker.process([Incoming(data, device.topic(rows), "w"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,7 +33,6 @@ from msec.platform.platform import Platform
 from msec.platform.settings import Settings
 from msec.sdk.sim.park import PARK_DEVICES, ParkSimulator
 from msec.transport.broker import EmbeddedBroker, write_password_file
-from msec.transport.mqtt import MqttSubscriber
 
 DEVICES = 70
 
@@ -56,8 +56,9 @@ class _Fleet:
         self.samples = {t.name: sim.sample(t, base) for _, t in self.devices}
         self._next = 0
 
-    def seal(self, readings: int, batch: int, base: float
-             ) -> tuple[list[tuple[str, bytes]], list[list[tuple[str, int]]]]:
+    def seal(
+        self, readings: int, batch: int, base: float
+    ) -> tuple[list[tuple[str, bytes]], list[list[tuple[str, int]]]]:
         """``readings`` readings in envelopes of ``batch``: (topic, bytes) and stored keys."""
         out: list[tuple[str, bytes]] = []
         keys: list[list[tuple[str, int]]] = []
@@ -75,62 +76,95 @@ class _Fleet:
         return out, keys
 
 
-def _raw_phase(host: str, port: int, user: str | None, password: str | None, workers: int,
-               shared: bool, packets: list[bytes], readings: int) -> float:
-    """Readings/s through broker -> plain subscribers (same client, ack only)."""
-    subs = [MqttSubscriber(host, port, ["msec/#"], client_id=f"raw-{k}-{os.getpid()}",
-                           username=user, password=password,
-                           shared_group="raw" if shared else None, persistent=False)
-            for k in range(workers)]
-    counted = [0] * workers
-    stop = threading.Event()
+def _raw_phase(
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    workers: int,
+    shared: bool,
+    packets: list[bytes],
+    readings: int,
+) -> float:
+    """Readings/s through broker -> plain subscriber processes (same client, ack only)."""
+    env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=password or "")
+    procs = []
+    for k in range(workers):
+        args = [
+            sys.executable,
+            "-m",
+            "msec.bench.rawsub",
+            host,
+            str(port),
+            f"raw-{k}-{os.getpid()}",
+        ] + (["raw"] if shared else [])
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True))
+    counts = [0] * workers
 
-    def drain(k: int) -> None:
-        while not stop.is_set():
-            got = subs[k].take(5000, 0.1)
-            subs[k].ack(got)
-            counted[k] += len(got)
+    def read(k: int) -> None:
+        for line in procs[k].stdout:  # type: ignore[union-attr]
+            if line.strip().isdigit():
+                counts[k] = int(line)
 
-    for s in subs:
-        s.start()
-    threads = [threading.Thread(target=drain, args=(k,), daemon=True) for k in range(workers)]
-    for t in threads:
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    readers = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(workers)]
+    for t in readers:
         t.start()
-    publisher = RawPublisher(host, port, client_id=f"rawgen-{os.getpid()}", username=user,
-                             password=password)
+    publisher = RawPublisher(
+        host, port, client_id=f"rawgen-{os.getpid()}", username=user, password=password
+    )
     start = time.perf_counter()
     publisher.publish_all(packets)
     deadline = time.monotonic() + 120
-    while sum(counted) < len(packets) and time.monotonic() < deadline:
+    while sum(counts) < len(packets) and time.monotonic() < deadline:
         time.sleep(0.002)
     elapsed = time.perf_counter() - start
-    stop.set()
     publisher.close()
-    for t in threads:
-        t.join(5)
-    for s in subs:
-        s.stop()
-    return readings * (sum(counted) / len(packets)) / elapsed
+    _stop_all(procs)
+    return readings * (sum(counts) / len(packets)) / elapsed
 
 
-def _start_workers(settings: Settings, host: str, port: int, user: str | None,
-                   password: str | None, workers: int, shared: bool) -> list[subprocess.Popen]:
+def _start_workers(
+    settings: Settings,
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    workers: int,
+    shared: bool,
+) -> list[subprocess.Popen]:
     return [
-        spawn_worker(data_dir=settings.data_dir, database_url=settings.database_url,
-                     broker=BrokerAddress(host, port, user, password),
-                     client_id=f"bench-ingest-{k}", shared_group="msec" if shared else None,
-                     batch_max=2000, batch_wait_ms=5)
+        spawn_worker(
+            data_dir=settings.data_dir,
+            database_url=settings.database_url,
+            broker=BrokerAddress(host, port, user, password),
+            client_id=f"bench-ingest-{k}",
+            shared_group="msec" if shared else None,
+            batch_max=2000,
+            batch_wait_ms=5,
+        )
         for k in range(workers)
     ]
 
 
-def _ingest_phase(platform: Platform, host: str, port: int, user: str | None,
-                  password: str | None, packets: list[bytes], keys: list[list[tuple[str, int]]],
-                  rate: float | None, batch: int, already: int) -> dict[str, float]:
+def _ingest_phase(
+    platform: Platform,
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    packets: list[bytes],
+    keys: list[list[tuple[str, int]]],
+    rate: float | None,
+    batch: int,
+    already: int,
+) -> dict[str, float]:
     """Publish ``packets``, wait until stored; returns rate, lost and latency figures."""
     readings = sum(len(k) for k in keys)
-    publisher = RawPublisher(host, port, client_id=f"gen-{os.getpid()}-{already}",
-                             username=user, password=password)
+    publisher = RawPublisher(
+        host, port, client_id=f"gen-{os.getpid()}-{already}", username=user, password=password
+    )
     start = time.perf_counter()
     sent_at = publisher.publish_all(packets, rate=rate / batch if rate else None)
     deadline_idle = 30.0
@@ -163,10 +197,18 @@ def _ingest_phase(platform: Platform, host: str, port: int, user: str | None,
     }
 
 
-def run_ingest_bench(*, messages: int, broker: Literal["embedded", "mosquitto"], workers: int,
-                     batch: int, rate: float | None, database: Literal["sqlite", "postgresql"],
-                     progress: Any = None) -> dict[str, Any]:
+def run_ingest_bench(
+    *,
+    messages: int,
+    broker: Literal["embedded", "mosquitto"],
+    workers: int,
+    batch: int,
+    rate: float | None,
+    database: Literal["sqlite", "postgresql"],
+    progress: Any = None,
+) -> dict[str, Any]:
     """Run the benchmark in a temporary directory; returns the figures as a dict."""
+
     def say(text: str) -> None:
         if progress is not None:
             progress.print(text)
@@ -180,8 +222,9 @@ def run_ingest_bench(*, messages: int, broker: Literal["embedded", "mosquitto"],
         if broker == "mosquitto":
             from msec.testing.services import mosquitto_server
 
-            handle = stack.enter_context(mosquitto_server(tmp / "mosquitto",
-                                                          users={user: password}))
+            handle = stack.enter_context(
+                mosquitto_server(tmp / "mosquitto", users={user: password})
+            )
             host, port = handle.host, handle.port
         else:
             (tmp / "broker").mkdir()
@@ -239,15 +282,18 @@ def run_ingest_bench(*, messages: int, broker: Literal["embedded", "mosquitto"],
             say(f"half rate: {count} readings offered at {half:.0f}/s…")
             sealed2, keys2 = fleet.seal(count, batch, time.time())
             packets2 = RawPublisher.encode(sealed2)
-            half_run = _ingest_phase(platform, host, port, user, password, packets2, keys2,
-                                     half, batch, full["stored"])
-            result.update({
-                "half_rate_offered_per_s": round(half, 1),
-                "half_rate_per_s": round(half_run["readings_per_s"], 1),
-                "half_rate_lost": half_run["lost"],
-                "half_rate_p50_ms": round(half_run["p50_ms"], 1),
-                "half_rate_p99_ms": round(half_run["p99_ms"], 1),
-            })
+            half_run = _ingest_phase(
+                platform, host, port, user, password, packets2, keys2, half, batch, full["stored"]
+            )
+            result.update(
+                {
+                    "half_rate_offered_per_s": round(half, 1),
+                    "half_rate_per_s": round(half_run["readings_per_s"], 1),
+                    "half_rate_lost": half_run["lost"],
+                    "half_rate_p50_ms": round(half_run["p50_ms"], 1),
+                    "half_rate_p99_ms": round(half_run["p99_ms"], 1),
+                }
+            )
         result["security_events"] = sum(platform.events.counts().values())
         return result
 

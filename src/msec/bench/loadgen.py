@@ -8,6 +8,7 @@ broker and the subscribers. It is a test tool, not a device client (devices use 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -28,8 +29,13 @@ def _string(s: bytes) -> bytes:
     return struct.pack("!H", len(s)) + s
 
 
-def encode_connect(client_id: str, username: str | None, password: str | None,
-                   clean: bool = True, keepalive: int = 60) -> bytes:
+def encode_connect(
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    clean: bool = True,
+    keepalive: int = 60,
+) -> bytes:
     flags = 0x02 if clean else 0
     payload = _string(client_id.encode())
     if username is not None:
@@ -52,8 +58,15 @@ def encode_publish(topic: str, payload: bytes, packet_id: int) -> bytes:
 class RawPublisher:
     """Publishes pre-sealed envelopes at QoS 1 as fast as allowed, counting PUBACKs."""
 
-    def __init__(self, host: str, port: int, *, client_id: str,
-                 username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self._sock = socket.create_connection((host, port), timeout=10)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.sendall(encode_connect(client_id, username, password))
@@ -114,7 +127,7 @@ class RawPublisher:
         start = time.perf_counter()
         base_acked = self.acked
         for offset in range(0, len(packets), chunk):
-            part = packets[offset:offset + chunk]
+            part = packets[offset : offset + chunk]
             with self._ack_cond:
                 while offset - (self.acked - base_acked) > max_inflight:
                     self._ack_cond.wait(1.0)
@@ -140,8 +153,6 @@ class RawPublisher:
         return True
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.sendall(b"\xe0\x00")  # DISCONNECT
-        except OSError:
-            pass
         self._sock.close()

@@ -21,8 +21,10 @@ app.add_typer(device_app, name="device")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
-                                                exists=True, dir_okay=False)]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file.", exists=True, dir_okay=False),
+]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where data and keys live.")]
 
 
@@ -38,10 +40,14 @@ def _run(runtime_settings: Settings, *, simulate: bool, duration: float | None) 
     try:
         runtime.start()
         path = runtime.write_demo_file()
-        console.print(f"[bold green]M-Sec platform running[/] at {runtime.url}  (API docs: "
-                      f"{runtime.url}/docs)")
-        console.print(f"MQTT broker: {runtime.mqtt_host}:{runtime.mqtt_port} "
-                      f"({runtime_settings.mqtt.broker}); accounts and tokens in {path}")
+        console.print(
+            f"[bold green]M-Sec platform running[/] at {runtime.url}  (API docs: "
+            f"{runtime.url}/docs)"
+        )
+        console.print(
+            f"MQTT broker: {runtime.mqtt_host}:{runtime.mqtt_port} "
+            f"({runtime_settings.mqtt.broker}); accounts and tokens in {path}"
+        )
         print(runtime.url, flush=True)
         runtime.wait(duration)
     except KeyboardInterrupt:
@@ -54,10 +60,12 @@ def _run(runtime_settings: Settings, *, simulate: bool, duration: float | None) 
 @app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Data directory.")] = Path(
-        "msec-data"),
+        "msec-data"
+    ),
     port: Annotated[int, typer.Option("--port", help="HTTP port (0: any free).")] = 8080,
-    duration: Annotated[float | None, typer.Option(
-        "--duration", help="Stop cleanly after this many seconds.")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop cleanly after this many seconds.")
+    ] = None,
 ) -> None:
     """Run every part on embedded defaults with Pilot 1's simulated park devices."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -68,8 +76,10 @@ def demo(
 
 @app.command()
 def serve(
-    config: Annotated[Path, typer.Option("--config", "-c", exists=True, dir_okay=False,
-                                         help="TOML settings file.")],
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", exists=True, dir_okay=False, help="TOML settings file."),
+    ],
     duration: Annotated[float | None, typer.Option("--duration")] = None,
 ) -> None:
     """Run the platform (no simulators) against the services the settings name."""
@@ -89,6 +99,7 @@ def worker(
     shared_group: Annotated[str | None, typer.Option("--shared-group")] = None,
     batch_max: Annotated[int, typer.Option("--batch-max")] = 1000,
     batch_wait_ms: Annotated[int, typer.Option("--batch-wait-ms")] = 20,
+    mqtt_tls_ca: Annotated[str | None, typer.Option("--mqtt-tls-ca")] = None,
 ) -> None:
     """One ingest worker process (started by serve/demo; password in MSEC_WORKER_MQTT_PASSWORD)."""
     from msec.ingest.worker import BrokerAddress, run_worker
@@ -97,13 +108,24 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.load(None, data_dir=data_dir, database={"url": database_url})
     platform = Platform.open(settings)
-    broker = BrokerAddress(mqtt_host, mqtt_port, mqtt_username or None,
-                           os.environ.get("MSEC_WORKER_MQTT_PASSWORD") or None)
+    broker = BrokerAddress(
+        mqtt_host,
+        mqtt_port,
+        mqtt_username or None,
+        os.environ.get("MSEC_WORKER_MQTT_PASSWORD") or None,
+        mqtt_tls_ca,
+    )
     try:
-        run_worker(platform.ingestor, broker, client_id=client_id, topic=topic,
-                   shared_group=shared_group, batch_max=batch_max,
-                   batch_wait=batch_wait_ms / 1000,
-                   stats_path=settings.data_dir / "run" / f"worker-{client_id}.json")
+        run_worker(
+            platform.ingestor,
+            broker,
+            client_id=client_id,
+            topic=topic,
+            shared_group=shared_group,
+            batch_max=batch_max,
+            batch_wait=batch_wait_ms / 1000,
+            stats_path=settings.data_dir / "run" / f"worker-{client_id}.json",
+        )
     finally:
         platform.close()
 
@@ -114,13 +136,35 @@ def device_add(
     kind: Annotated[str, typer.Option("--kind", help="Device kind, e.g. environment_station.")],
     out: Annotated[Path, typer.Option("--out", help="Credentials file to write (0600).")],
     alg: Annotated[str, typer.Option("--alg", help="EdDSA (Ed25519) or HMAC256.")] = "EdDSA",
-    encrypt: Annotated[bool, typer.Option("--encrypt/--no-encrypt",
-                                          help="End-to-end AES-256-GCM payloads.")] = False,
+    encrypt: Annotated[
+        bool, typer.Option("--encrypt/--no-encrypt", help="End-to-end AES-256-GCM payloads.")
+    ] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
-    mqtt_host: Annotated[str, typer.Option("--mqtt-host")] = "127.0.0.1",
+    mqtt_host: Annotated[
+        str, typer.Option("--mqtt-host", help="Broker the device uses.")
+    ] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option("--mqtt-port")] = 1883,
-    http_url: Annotated[str | None, typer.Option("--http-url")] = None,
+    mqtt_username: Annotated[
+        str | None, typer.Option("--mqtt-username", help="Broker account of the device.")
+    ] = None,
+    mqtt_password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-password-env",
+            help="Name of an environment variable holding the broker password (kept out of "
+            "the shell history).",
+        ),
+    ] = None,
+    mqtt_tls_ca: Annotated[
+        str | None, typer.Option("--mqtt-tls-ca", help="CA certificate file: TLS to the broker.")
+    ] = None,
+    http_url: Annotated[
+        str | None, typer.Option("--http-url", help="Platform URL for POST /api/v1/ingest.")
+    ] = None,
+    description: Annotated[str, typer.Option("--description")] = "",
+    latitude: Annotated[float | None, typer.Option("--latitude", min=-90, max=90)] = None,
+    longitude: Annotated[float | None, typer.Option("--longitude", min=-180, max=180)] = None,
 ) -> None:
     """Register a device and write its credentials file (the platform keeps the public key)."""
     from msec.core.kinds import UnknownKind
@@ -132,16 +176,34 @@ def device_add(
         raise typer.BadParameter("use EdDSA or HMAC256", param_hint="--alg")
     platform = Platform.open(_settings(config, data_dir))
     try:
-        endpoint = Endpoint(mqtt_host, mqtt_port, http_url=http_url)
-        platform.add_device(name, kind, alg=alg, encrypt=encrypt,  # type: ignore[arg-type]
-                            endpoint=endpoint, out=out)
+        password = None
+        if mqtt_password_env:
+            password = os.environ.get(mqtt_password_env)
+            if password is None:
+                raise ValueError(f"environment variable {mqtt_password_env} is not set")
+        endpoint = Endpoint(
+            mqtt_host, mqtt_port, mqtt_username, password, mqtt_tls_ca, http_url=http_url
+        )
+        platform.add_device(
+            name,
+            kind,
+            alg=alg,
+            encrypt=encrypt,  # type: ignore[arg-type]
+            endpoint=endpoint,
+            out=out,
+            description=description,
+            latitude=latitude,
+            longitude=longitude,
+        )
     except (DuplicateDevice, UnknownKind, FileExistsError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     finally:
         platform.close()
-    console.print(f"registered [bold]{name}[/] ({kind}, {alg}{', encrypted' if encrypt else ''});"
-                  f" credentials in {out}")
+    console.print(
+        f"registered [bold]{name}[/] ({kind}, {alg}{', encrypted' if encrypt else ''});"
+        f" credentials in {out}"
+    )
 
 
 @device_app.command("list")
@@ -151,9 +213,18 @@ def device_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     platform = Platform.open(_settings(config, data_dir))
     for record in platform.registry.all():
-        print(json.dumps({"name": record.name, "kind": record.kind, "tenant": record.tenant,
-                          "alg": record.alg, "encrypted": record.enc_key is not None,
-                          "revoked": record.revoked}))
+        print(
+            json.dumps(
+                {
+                    "name": record.name,
+                    "kind": record.kind,
+                    "tenant": record.tenant,
+                    "alg": record.alg,
+                    "encrypted": record.enc_key is not None,
+                    "revoked": record.revoked,
+                }
+            )
+        )
     platform.close()
 
 
@@ -176,10 +247,13 @@ def bench_ingest(
     messages: Annotated[int, typer.Option("--messages", help="Readings to send.")] = 200_000,
     broker: Annotated[str, typer.Option("--broker", help="embedded or mosquitto")] = "mosquitto",
     workers: Annotated[int, typer.Option("--workers", min=1, max=16)] = 2,
-    batch: Annotated[int, typer.Option("--batch", min=1, max=1000,
-                                       help="Readings per envelope (gateway batch).")] = 20,
-    rate: Annotated[float | None, typer.Option(
-        "--rate", help="Readings/s to offer (default: as fast as possible).")] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=1000, help="Readings per envelope (gateway batch).")
+    ] = 20,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", help="Readings/s to offer (default: as fast as possible)."),
+    ] = None,
     database: Annotated[str, typer.Option("--database", help="sqlite or postgresql")] = "sqlite",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -190,13 +264,17 @@ def bench_ingest(
         raise typer.BadParameter("embedded or mosquitto", param_hint="--broker")
     if database not in ("sqlite", "postgresql"):
         raise typer.BadParameter("sqlite or postgresql", param_hint="--database")
-    result = run_ingest_bench(messages=messages, broker=broker,  # type: ignore[arg-type]
-                              workers=workers, batch=batch, rate=rate,
-                              database=database, progress=None if as_json else console)
+    result = run_ingest_bench(
+        messages=messages,
+        broker=broker,  # type: ignore[arg-type]
+        workers=workers,
+        batch=batch,
+        rate=rate,
+        database=database,
+        progress=None if as_json else console,
+    )
     if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             console.print(f"{key:>22}: {value}")
-
-

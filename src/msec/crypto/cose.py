@@ -133,12 +133,15 @@ def parse_outer(data: bytes) -> Outer:
 def verify_sign1(outer: Outer, public_key: bytes) -> None:
     """Check an Ed25519 signature; raises :class:`Rejected` (``bad_signature``) if wrong."""
     if len(outer.auth) != _ED25519_SIG:
-        raise Rejected(RejectReason.BAD_SIGNATURE, "signature has the wrong length", device=outer.kid)
+        raise Rejected(
+            RejectReason.BAD_SIGNATURE, "signature has the wrong length", device=outer.kid
+        )
     try:
         nacl.bindings.crypto_sign_open(outer.auth + outer.to_be_authenticated(), public_key)
     except nacl.exceptions.BadSignatureError:
-        raise Rejected(RejectReason.BAD_SIGNATURE, "Ed25519 signature does not verify",
-                       device=outer.kid) from None
+        raise Rejected(
+            RejectReason.BAD_SIGNATURE, "Ed25519 signature does not verify", device=outer.kid
+        ) from None
 
 
 def verify_mac0(outer: Outer, mac_key: bytes) -> None:
@@ -155,10 +158,14 @@ def is_encrypt0(payload: bytes) -> bool:
 
 
 def decrypt0(data: bytes, *, kid: str, key: bytes | None) -> bytes:
-    """Decrypt a tagged COSE_Encrypt0 sealed for ``kid``; raises ``decrypt_failed``/``malformed``."""
+    """Decrypt a tagged COSE_Encrypt0 sealed for ``kid``.
+
+    Raises :class:`Rejected` with ``decrypt_failed`` or ``malformed``.
+    """
     if key is None:
-        raise Rejected(RejectReason.DECRYPT_FAILED, "device has no encryption key registered",
-                       device=kid)
+        raise Rejected(
+            RejectReason.DECRYPT_FAILED, "device has no encryption key registered", device=kid
+        )
     try:
         obj = cbor2.loads(data)
     except Exception as exc:
@@ -169,15 +176,19 @@ def decrypt0(data: bytes, *, kid: str, key: bytes | None) -> bytes:
     if not isinstance(body, list | tuple) or len(body) != 3:
         raise Rejected(RejectReason.MALFORMED, "COSE_Encrypt0 must have 3 elements")
     protected, unprotected, ciphertext = body
-    if not (isinstance(protected, bytes) and isinstance(unprotected, Mapping)
-            and isinstance(ciphertext, bytes)):
+    if not (
+        isinstance(protected, bytes)
+        and isinstance(unprotected, Mapping)
+        and isinstance(ciphertext, bytes)
+    ):
         raise Rejected(RejectReason.MALFORMED, "COSE_Encrypt0 element of the wrong type")
     headers = _decode_headers(protected)
     if headers.get(H_ALG) != ALG_A256GCM:
         raise Rejected(RejectReason.MALFORMED, "Encrypt0 alg must be A256GCM")
     if headers.get(H_KID) != kid.encode():
-        raise Rejected(RejectReason.DECRYPT_FAILED, "Encrypt0 kid differs from the signer",
-                       device=kid)
+        raise Rejected(
+            RejectReason.DECRYPT_FAILED, "Encrypt0 kid differs from the signer", device=kid
+        )
     iv = unprotected.get(H_IV)
     if not isinstance(iv, bytes) or len(iv) != _IV_LEN:
         raise Rejected(RejectReason.MALFORMED, "Encrypt0 IV missing or not 12 bytes")
@@ -185,8 +196,9 @@ def decrypt0(data: bytes, *, kid: str, key: bytes | None) -> bytes:
     try:
         return AESGCM(key).decrypt(iv, ciphertext, aad)
     except InvalidTag:
-        raise Rejected(RejectReason.DECRYPT_FAILED, "AES-GCM tag does not verify",
-                       device=kid) from None
+        raise Rejected(
+            RejectReason.DECRYPT_FAILED, "AES-GCM tag does not verify", device=kid
+        ) from None
 
 
 def _decode_headers(protected: bytes) -> Mapping[object, object]:

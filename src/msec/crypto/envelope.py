@@ -93,15 +93,17 @@ def decode_payload(data: bytes) -> Payload:
     valid = _VALID_PAIRS
     for row in rows:
         if type(row) not in (list, tuple) or len(row) not in (3, 4):
-            raise Rejected(RejectReason.MALFORMED,
-                           "a reading must be [service, resource, value(, time)]")
+            raise Rejected(
+                RejectReason.MALFORMED, "a reading must be [service, resource, value(, time)]"
+            )
         service, resource, value = row[0], row[1], row[2]
         # The same few names arrive millions of times: check each pair once (~2 µs saved).
         if (service, resource) not in valid:
             _check_names(service, resource)
         if type(value) not in _VALUE_TYPES:
-            raise Rejected(RejectReason.SCHEMA,
-                           f"{service}/{resource}: value of type {type(value).__name__}")
+            raise Rejected(
+                RejectReason.SCHEMA, f"{service}/{resource}: value of type {type(value).__name__}"
+            )
         if len(row) == 4:
             at = row[3]
             if not _is_time(at):

@@ -8,7 +8,7 @@ import nacl.bindings
 
 
 def new_ed25519() -> tuple[bytes, bytes]:
-    """A fresh Ed25519 key pair as ``(public_key 32 bytes, secret_key 64 bytes)`` (libsodium layout)."""
+    """A fresh Ed25519 key pair: ``(public key, 32 bytes; secret key, 64 bytes)`` (libsodium)."""
     public, secret = nacl.bindings.crypto_sign_keypair()
     return public, secret
 

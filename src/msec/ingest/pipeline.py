@@ -26,6 +26,10 @@ from msec.twin.base import Twin
 REPLAY_WINDOW = 65536
 #: A reading may not claim to be from further in the future than this (clock skew).
 MAX_FUTURE_S = 300.0
+#: An envelope already stored less than this long ago is a retransmission (a device's
+#: QoS 1 retry after a lost PUBACK, an HTTP retry after a timeout): acknowledged as a
+#: duplicate, nothing stored twice, no security event. Older repeats are replays.
+RETRY_GRACE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +74,12 @@ class Ingestor:
     """Checks and stores batches of sealed envelopes. Thread-safe (one batch at a time).
 
     Checks, in order: size, COSE shape, known and non-revoked device, signature or MAC,
-    topic matches the signer, decryption, payload shape, schema and physical range per the
-    device's kind, timestamps, replay window; then one durable write of every good reading
-    and one durable write of every security event of the batch.
+    topic matches the signer, decryption, payload shape, replay window, then per reading
+    schema and physical range per the device's kind and timestamp; then one durable write
+    of every good reading and one durable write of every security event of the batch.
+    An envelope whose readings are all stored already is a duplicate (acknowledged, not
+    stored again) when the broker flags a redelivery or it was stored within
+    ``retry_grace`` seconds, and a ``replay`` otherwise.
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class Ingestor:
         *,
         clock: Callable[[], float] = time.time,
         registry_ttl: float = 5.0,
+        retry_grace: float = RETRY_GRACE_S,
         on_stored: Callable[[Sequence[Reading]], None] | None = None,
     ) -> None:
         self._registry = registry
@@ -90,6 +98,7 @@ class Ingestor:
         self._events = events
         self._clock = clock
         self._ttl = registry_ttl
+        self._retry_grace = retry_grace
         self._devices: dict[str, tuple[float, DeviceRecord | None]] = {}
         self._high: dict[str, int] = {}
         self._providers: set[str] = set()
@@ -143,12 +152,12 @@ class Ingestor:
                     new_keys.discard((r.provider, r.seq))
                     new += 1
             dups = len(found) - new
-            if new == 0 and not message.redelivered:
-                # Every reading already stored and the broker did not flag a redelivery:
-                # someone sent the same signed envelope again.
+            if new == 0 and not message.redelivered and not self._recent(found, now):
+                # Every reading was stored a while ago and the broker did not flag a
+                # redelivery: someone sent an old signed envelope again.
                 rejection = Rejected(
                     RejectReason.REPLAY,
-                    f"sequence {found[0].seq} already stored",
+                    f"sequence {found[0].seq} was stored before",
                     device=found[0].provider,
                 )
                 outcomes.append(Outcome(duplicates=dups, rejected=rejection))
@@ -166,6 +175,15 @@ class Ingestor:
         if stored and self._on_stored is not None:
             self._on_stored(stored)
         return outcomes
+
+    def _recent(self, readings: Sequence[Reading], now: float) -> bool:
+        """Whether these (already stored) readings were stored within the retry grace."""
+        if self._retry_grace <= 0:
+            return False
+        when = self._twin.stored_at([(r.provider, r.seq) for r in readings])
+        return bool(when) and all(
+            now - when.get((r.provider, r.seq), 0.0) < self._retry_grace for r in readings
+        )
 
     def _event(self, rejection: Rejected, message: Incoming, now: float) -> SecurityEvent:
         return SecurityEvent(
@@ -187,24 +205,30 @@ class Ingestor:
     def _open(self, message: Incoming, now: float) -> list[Reading]:
         data = message.data
         if len(data) > MAX_ENVELOPE_BYTES:
-            raise Rejected(RejectReason.OVERSIZED,
-                           f"{len(data)} bytes, limit {MAX_ENVELOPE_BYTES}")
+            raise Rejected(RejectReason.OVERSIZED, f"{len(data)} bytes, limit {MAX_ENVELOPE_BYTES}")
         outer = cose.parse_outer(data)
         device = self._device(outer.kid, now)
         if device is None:
-            raise Rejected(RejectReason.UNKNOWN_DEVICE, f"no device {outer.kid!r}",
-                           device=outer.kid[:64])
+            raise Rejected(
+                RejectReason.UNKNOWN_DEVICE, f"no device {outer.kid!r}", device=outer.kid[:64]
+            )
         if device.revoked:
             raise Rejected(RejectReason.REVOKED_DEVICE, "device is revoked", device=device.name)
         if outer.tag == cose.TAG_SIGN1:
             if device.alg != "EdDSA":
-                raise Rejected(RejectReason.BAD_SIGNATURE, "device signs with HMAC, not Ed25519",
-                               device=device.name)
+                raise Rejected(
+                    RejectReason.BAD_SIGNATURE,
+                    "device signs with HMAC, not Ed25519",
+                    device=device.name,
+                )
             cose.verify_sign1(outer, device.verify_key)
         else:
             if device.alg != "HMAC256":
-                raise Rejected(RejectReason.BAD_SIGNATURE, "device signs with Ed25519, not HMAC",
-                               device=device.name)
+                raise Rejected(
+                    RejectReason.BAD_SIGNATURE,
+                    "device signs with Ed25519, not HMAC",
+                    device=device.name,
+                )
             cose.verify_mac0(outer, device.verify_key)
         # From here on the content is authentic: it really comes from this device.
         if message.topic is not None:
@@ -213,40 +237,50 @@ class Ingestor:
         if cose.is_encrypt0(payload):
             payload = cose.decrypt0(payload, kid=device.name, key=device.enc_key)
         elif device.enc_key is not None:
-            raise Rejected(RejectReason.DECRYPT_FAILED,
-                           "device is configured for encryption but sent plaintext",
-                           device=device.name)
+            raise Rejected(
+                RejectReason.DECRYPT_FAILED,
+                "device is configured for encryption but sent plaintext",
+                device=device.name,
+            )
         try:
             body = decode_payload(payload)
         except Rejected as exc:
             exc.device = device.name
             raise
         if body.device != device.name:
-            raise Rejected(RejectReason.MALFORMED, "payload names another device",
-                           device=device.name)
+            raise Rejected(
+                RejectReason.MALFORMED, "payload names another device", device=device.name
+            )
         kind = _kind(device)
         if message.topic is not None and not message.topic.endswith("/_batch"):
             _check_single_topic(message.topic, body.readings)
         if body.seq <= self._high_water(device.name) - REPLAY_WINDOW:
-            raise Rejected(RejectReason.REPLAY,
-                           f"sequence {body.seq} is older than the replay window", device=device.name)
+            raise Rejected(
+                RejectReason.REPLAY,
+                f"sequence {body.seq} is older than the replay window",
+                device=device.name,
+            )
         limit = now + MAX_FUTURE_S
         out = []
         for i, (service, resource, value, at) in enumerate(body.readings):
             spec = kind.spec(service, resource)
             if spec is None:
-                raise Rejected(RejectReason.SCHEMA,
-                               f"kind {kind.name} has no resource {service}/{resource}",
-                               device=device.name)
+                raise Rejected(
+                    RejectReason.SCHEMA,
+                    f"kind {kind.name} has no resource {service}/{resource}",
+                    device=device.name,
+                )
             try:
                 checked = spec.check(value)
             except Rejected as exc:
                 exc.device = device.name
                 raise
             if at > limit:
-                raise Rejected(RejectReason.BAD_TIMESTAMP,
-                               f"{service}/{resource} time is {at - now:.0f}s in the future",
-                               device=device.name)
+                raise Rejected(
+                    RejectReason.BAD_TIMESTAMP,
+                    f"{service}/{resource} time is {at - now:.0f}s in the future",
+                    device=device.name,
+                )
             out.append(Reading(device.name, service, resource, checked, at, body.seq + i))
         self._ensure_provider(device)
         return out
@@ -268,8 +302,11 @@ class Ingestor:
         if device.name in self._providers:
             return
         self._twin.ensure_provider(
-            device.name, kind=device.kind, tenant=device.tenant,
-            description=device.description, latitude=device.latitude,
+            device.name,
+            kind=device.kind,
+            tenant=device.tenant,
+            description=device.description,
+            latitude=device.latitude,
             longitude=device.longitude,
         )
         self._providers.add(device.name)
@@ -279,20 +316,24 @@ def _kind(device: DeviceRecord) -> DeviceKind:
     try:
         return get_kind(device.kind)
     except UnknownKind:
-        raise Rejected(RejectReason.SCHEMA, f"device kind {device.kind!r} is not known",
-                       device=device.name) from None
+        raise Rejected(
+            RejectReason.SCHEMA, f"device kind {device.kind!r} is not known", device=device.name
+        ) from None
 
 
 def _check_topic(topic: str, device: DeviceRecord) -> None:
     parts = topic.split("/")
     if len(parts) < 4 or parts[0] != "msec" or parts[1] != device.tenant or parts[2] != device.name:
-        raise Rejected(RejectReason.TOPIC_MISMATCH,
-                       f"topic {topic[:120]!r} is not msec/{device.tenant}/{device.name}/...",
-                       device=device.name)
+        raise Rejected(
+            RejectReason.TOPIC_MISMATCH,
+            f"topic {topic[:120]!r} is not msec/{device.tenant}/{device.name}/...",
+            device=device.name,
+        )
 
 
 def _check_single_topic(topic: str, readings: Sequence[tuple[str, str, object, float]]) -> None:
     parts = topic.split("/")
     if len(parts) != 5 or len(readings) != 1 or (parts[3], parts[4]) != readings[0][:2]:
-        raise Rejected(RejectReason.TOPIC_MISMATCH,
-                       f"topic {topic[:120]!r} does not name the signed resource")
+        raise Rejected(
+            RejectReason.TOPIC_MISMATCH, f"topic {topic[:120]!r} does not name the signed resource"
+        )

@@ -30,10 +30,13 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 @dataclass
 class BrokerAddress:
+    """Where a worker finds the broker, and as whom it logs in."""
+
     host: str
     port: int
     username: str | None
     password: str | None
+    tls_ca: str | None = None
 
 
 class WorkerStats:
@@ -64,10 +67,15 @@ class WorkerStats:
         self._last_write = now
         stats = ingestor.stats
         data = {
-            "pid": os.getpid(), "updated": now, "accepted": stats.accepted,
-            "duplicates": stats.duplicates, "rejected": stats.rejected,
-            "latency_buckets": list(LATENCY_BUCKETS), "latency_counts": self.buckets,
-            "latency_sum": self.latency_sum, "latency_count": self.latency_count,
+            "pid": os.getpid(),
+            "updated": now,
+            "accepted": stats.accepted,
+            "duplicates": stats.duplicates,
+            "rejected": stats.rejected,
+            "latency_buckets": list(LATENCY_BUCKETS),
+            "latency_counts": self.buckets,
+            "latency_sum": self.latency_sum,
+            "latency_count": self.latency_count,
             "backlog": self.backlog,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,14 +101,25 @@ def run_worker(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     subscriber = MqttSubscriber(
-        broker.host, broker.port, [topic], client_id=client_id,
-        username=broker.username, password=broker.password, shared_group=shared_group,
+        broker.host,
+        broker.port,
+        [topic],
+        client_id=client_id,
+        username=broker.username,
+        password=broker.password,
+        shared_group=shared_group,
+        tls_ca=broker.tls_ca,
     )
     subscriber.start()
     stats = WorkerStats(stats_path)
     stats.flush(ingestor, force=True)  # doubles as the "subscribed, ready" signal
-    log.info("ingest worker %s subscribed to %s on %s:%s",
-             client_id, topic, broker.host, broker.port)
+    log.info(
+        "ingest worker %s subscribed to %s on %s:%s",
+        client_id,
+        f"$share/{shared_group}/{topic}" if shared_group else topic,
+        broker.host,
+        broker.port,
+    )
     try:
         while not stop.is_set():
             messages = subscriber.take(batch_max, 0.2)
@@ -112,9 +131,7 @@ def run_worker(
             if len(messages) < batch_max and batch_wait > 0:
                 time.sleep(batch_wait)
                 messages += subscriber.take(batch_max - len(messages), 0)
-            batch = [
-                Incoming(m.payload, m.topic, m.topic, m.dup, m.received) for m in messages
-            ]
+            batch = [Incoming(m.payload, m.topic, m.topic, m.dup, m.received) for m in messages]
             ingestor.process(batch)  # raises if storage fails: then nothing is acknowledged
             subscriber.ack(messages)
             done = time.time()
@@ -141,14 +158,33 @@ def spawn_worker(
 ) -> subprocess.Popen[bytes]:
     """Start ``msec worker`` as a child process (the password travels in its environment)."""
     args = [
-        sys.executable, "-m", "msec", "worker",
-        "--data-dir", str(data_dir), "--database-url", database_url,
-        "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
-        "--mqtt-username", broker.username or "", "--client-id", client_id,
-        "--topic", topic, "--batch-max", str(batch_max), "--batch-wait-ms", str(batch_wait_ms),
+        sys.executable,
+        "-m",
+        "msec",
+        "worker",
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        database_url,
+        "--mqtt-host",
+        broker.host,
+        "--mqtt-port",
+        str(broker.port),
+        "--mqtt-username",
+        broker.username or "",
+        "--client-id",
+        client_id,
+        "--topic",
+        topic,
+        "--batch-max",
+        str(batch_max),
+        "--batch-wait-ms",
+        str(batch_wait_ms),
     ]
     if shared_group:
         args += ["--shared-group", shared_group]
+    if broker.tls_ca:
+        args += ["--mqtt-tls-ca", str(broker.tls_ca)]
     # Never on the command line, which every local user can read with ps.
     env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=broker.password or "")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115

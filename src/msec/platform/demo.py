@@ -26,8 +26,16 @@ INTERVAL_S = 10.0
 class ParkFleet:
     """Registers and runs the seven Las Llamas devices until ``stop`` is set."""
 
-    def __init__(self, platform: Platform, settings: Settings, host: str, port: int,
-                 username: str, password: str, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        settings: Settings,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        stop: threading.Event,
+    ) -> None:
         self.platform = platform
         self.endpoint = Endpoint(host, port, username, password)
         self.dir = settings.data_dir / "devices"
@@ -40,8 +48,12 @@ class ParkFleet:
             path = self.dir / f"{sim_device.name}.json"
             if not path.exists():
                 self.platform.add_device(
-                    sim_device.name, sim_device.kind, endpoint=self.endpoint, out=path,
-                    description=sim_device.description, latitude=sim_device.latitude,
+                    sim_device.name,
+                    sim_device.kind,
+                    endpoint=self.endpoint,
+                    out=path,
+                    description=sim_device.description,
+                    latitude=sim_device.latitude,
                     longitude=sim_device.longitude,
                 )
             device = Device.load(path)
@@ -54,7 +66,9 @@ class ParkFleet:
             while not self.stop.is_set():
                 now = time.time()
                 for device, sim_device in self.devices:
-                    self._publish(device, [(s, r, v) for s, r, v in self.sim.sample(sim_device, now)])
+                    self._publish(
+                        device, [(s, r, v) for s, r, v in self.sim.sample(sim_device, now)]
+                    )
                 self.stop.wait(INTERVAL_S)
         finally:
             for device, _ in self.devices:

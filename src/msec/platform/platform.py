@@ -35,7 +35,9 @@ class Platform:
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.data_dir.exists():
+            # Readings, keys and logs are nobody else's business on a shared host.
+            settings.data_dir.mkdir(parents=True, mode=0o700)
         engine = make_engine(settings.database_url)
         registry = SqlRegistry(engine, kek=key_encryption_key(settings.data_dir))
         twin = SqlTwin(engine)
@@ -43,8 +45,9 @@ class Platform:
         for part in (registry, twin, events):
             part.create_schema()
         ingestor = Ingestor(registry, twin, events)
-        return cls(settings, engine, registry, twin, events, ingestor,
-                   platform_secrets(settings.data_dir))
+        return cls(
+            settings, engine, registry, twin, events, ingestor, platform_secrets(settings.data_dir)
+        )
 
     def add_device(
         self,
@@ -63,17 +66,31 @@ class Platform:
 
         Raises ``DuplicateDevice`` if the name is taken, ``UnknownKind`` for a bad kind.
         """
-        device, record = Device.create(name, kind, tenant=self.settings.tenant, alg=alg,
-                                       encrypt=encrypt, endpoint=endpoint)
+        device, record = Device.create(
+            name, kind, tenant=self.settings.tenant, alg=alg, encrypt=encrypt, endpoint=endpoint
+        )
         record = DeviceRecord(
-            record.name, record.kind, record.tenant, record.alg, record.verify_key,
-            record.enc_key, description=description, latitude=latitude, longitude=longitude,
+            record.name,
+            record.kind,
+            record.tenant,
+            record.alg,
+            record.verify_key,
+            record.enc_key,
+            description=description,
+            latitude=latitude,
+            longitude=longitude,
         )
         if out is not None and out.exists():
             raise FileExistsError(f"{out} exists: refusing to overwrite a credentials file")
         self.registry.add(record)
-        self.twin.ensure_provider(name, kind=kind, tenant=record.tenant, description=description,
-                                  latitude=latitude, longitude=longitude)
+        self.twin.ensure_provider(
+            name,
+            kind=kind,
+            tenant=record.tenant,
+            description=description,
+            latitude=latitude,
+            longitude=longitude,
+        )
         if out is not None:
             device.save(out)
         return device

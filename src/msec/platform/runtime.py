@@ -54,28 +54,45 @@ class Runtime:
         mqtt = self.settings.mqtt
         if mqtt.broker == "embedded":
             password_file = self.run_dir / "broker-passwords"
-            write_password_file(password_file, {
-                "ingest": secrets["mqtt_ingest"], "device": secrets["mqtt_device"],
-            })
-            self.broker = EmbeddedBroker(password_file, host=mqtt.host, port=mqtt.port,
-                                         log_file=self.run_dir / "broker.log")
+            write_password_file(
+                password_file,
+                {
+                    "ingest": secrets["mqtt_ingest"],
+                    "device": secrets["mqtt_device"],
+                },
+            )
+            self.broker = EmbeddedBroker(
+                password_file, host=mqtt.host, port=mqtt.port, log_file=self.run_dir / "broker.log"
+            )
             self.broker.start()
             self.mqtt_port = self.broker.port
             self._ingest_user, self._ingest_password = "ingest", secrets["mqtt_ingest"]
         else:
             self._ingest_user, self._ingest_password = mqtt.username, mqtt.password()
             wait_for_port(mqtt.host, mqtt.port, 10)
-        for index in range(mqtt.workers):
+        self._worker_count = mqtt.workers
+        if mqtt.broker == "embedded" and mqtt.workers > 1:
+            # amqtt has no shared subscriptions: every worker would get every message.
+            log.warning("the embedded broker supports one ingest worker; using 1")
+            self._worker_count = 1
+        for index in range(self._worker_count):
             self._workers.append(self._spawn_worker(index))
+        self._wait_for_workers()
         self._start_http()
         if self.simulate:
             from msec.platform.demo import ParkFleet
 
-            fleet = ParkFleet(self.platform, self.settings, self.mqtt_host, self.mqtt_port,
-                              "device", secrets["mqtt_device"], self._stop)
+            fleet = ParkFleet(
+                self.platform,
+                self.settings,
+                self.mqtt_host,
+                self.mqtt_port,
+                "device",
+                secrets["mqtt_device"],
+                self._stop,
+            )
             fleet.prepare()
-            self._threads.append(threading.Thread(target=fleet.run, name="simulators",
-                                                  daemon=True))
+            self._threads.append(threading.Thread(target=fleet.run, name="simulators", daemon=True))
         monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._threads.append(monitor)
         for thread in self._threads:
@@ -84,28 +101,62 @@ class Runtime:
     def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
         mqtt = self.settings.mqtt
         return spawn_worker(
-            data_dir=self.settings.data_dir, database_url=self.settings.database_url,
-            broker=BrokerAddress(self.mqtt_host, self.mqtt_port, self._ingest_user,
-                                 self._ingest_password),
-            client_id=f"msec-ingest-{index}", topic=mqtt.topic,
+            data_dir=self.settings.data_dir,
+            database_url=self.settings.database_url,
+            broker=BrokerAddress(
+                self.mqtt_host,
+                self.mqtt_port,
+                self._ingest_user,
+                self._ingest_password,
+                str(mqtt.tls_ca) if mqtt.tls_ca else None,
+            ),
+            client_id=f"msec-ingest-{index}",
+            topic=mqtt.topic,
             shared_group=mqtt.shared_group if mqtt.broker == "external" else None,
-            batch_max=mqtt.batch_max, batch_wait_ms=mqtt.batch_wait_ms,
+            batch_max=mqtt.batch_max,
+            batch_wait_ms=mqtt.batch_wait_ms,
             log_path=self.run_dir / f"worker-{index}.log",
         )
+
+    def _ready_file(self, index: int) -> Path:
+        return self.run_dir / f"worker-msec-ingest-{index}.json"
+
+    def _wait_for_workers(self, timeout: float = 60.0) -> None:
+        """Block until every worker has subscribed.
+
+        A broker keeps messages only for sessions that exist: readings published before
+        the first worker subscribed to a brand-new broker would be acknowledged to the
+        device and then dropped. So nothing starts publishing before this returns.
+        """
+        deadline = time.monotonic() + timeout
+        for index, worker in enumerate(self._workers):
+            while not self._ready_file(index).exists():
+                if worker.poll() is not None:
+                    raise RuntimeError(
+                        f"ingest worker {index} exited with {worker.returncode};"
+                        f" see {self.run_dir / f'worker-{index}.log'}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"ingest worker {index} did not subscribe in {timeout}s")
+                time.sleep(0.05)
 
     def _start_http(self) -> None:
         http = self.settings.http
         port = http.port or free_port(http.host)
-        collector = IngestCollector(self.run_dir, lambda: self.platform.ingestor.stats,
-                                    self.platform.events)
+        collector = IngestCollector(
+            self.run_dir, lambda: self.platform.ingestor.stats, self.platform.events
+        )
         app = create_app(
-            twin=self.platform.twin, events=self.platform.events,
+            twin=self.platform.twin,
+            events=self.platform.events,
             ingestor=self.platform.ingestor,
             tokens={self.platform.secrets["operator_token"]: "operator"},
-            metrics=make_registry(collector), health=self._health,
+            metrics=make_registry(collector),
+            health=self._health,
         )
-        config = uvicorn.Config(app, host=http.host, port=port, log_level="warning",
-                                access_log=False)
+        config = uvicorn.Config(
+            app, host=http.host, port=port, log_level="warning", access_log=False
+        )
         self._server = uvicorn.Server(config)
         thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         thread.start()
@@ -114,26 +165,64 @@ class Runtime:
 
     def _health(self) -> dict[str, object]:
         alive = sum(1 for w in self._workers if w.poll() is None)
-        return {"workers": alive, "workers_configured": len(self._workers),
-                "database": self.platform.engine.dialect.name,
-                "broker": self.settings.mqtt.broker}
+        try:
+            with self.platform.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            storage = "ok"
+        except Exception as exc:  # health must answer, whatever the database does
+            storage = f"error: {type(exc).__name__}"
+        status = "ok" if storage == "ok" and alive == len(self._workers) else "degraded"
+        return {
+            "status": status,
+            "storage": storage,
+            "workers": alive,
+            "workers_configured": len(self._workers),
+            "database": self.platform.engine.dialect.name,
+            "broker": self.settings.mqtt.broker,
+        }
 
     def _supervise(self) -> None:
-        while not self._stop.wait(1.0):
+        """Restart workers that died, backing off (1 s doubling to 60 s) if they keep dying."""
+        count = len(self._workers)
+        started = [time.monotonic()] * count
+        delays = [0.5] * count
+        due: list[float | None] = [None] * count
+        while not self._stop.wait(0.5):
+            now = time.monotonic()
             for index, worker in enumerate(self._workers):
-                if worker.poll() is not None and not self._stop.is_set():
-                    log.warning("ingest worker %d exited with %s; restarting", index,
-                                worker.returncode)
+                if worker.poll() is None or self._stop.is_set():
+                    continue
+                if due[index] is None:
+                    # A worker that lived a minute was healthy: forget earlier failures.
+                    lived = now - started[index]
+                    delays[index] = 1.0 if lived > 60 else min(delays[index] * 2, 60.0)
+                    due[index] = now + delays[index]
+                    log.warning(
+                        "ingest worker %d exited with %s; restarting in %.0f s (log: %s)",
+                        index,
+                        worker.returncode,
+                        delays[index],
+                        self.run_dir / f"worker-{index}.log",
+                    )
+                elif now >= due[index]:  # type: ignore[operator]
                     self._workers[index] = self._spawn_worker(index)
+                    started[index], due[index] = now, None
 
     def write_demo_file(self) -> Path:
-        """``<data_dir>/demo.json``: URL, broker address and the demo accounts' tokens."""
-        path = self.settings.data_dir / "demo.json"
+        """Where to reach this run: ``<data_dir>/demo.json`` for the demo, else
+        ``<data_dir>/run/runtime.json``: URL, broker address and the accounts' API tokens
+        (mode 0600)."""
+        path = (
+            self.settings.data_dir / "demo.json" if self.simulate else self.run_dir / "runtime.json"
+        )
         data = {
             "url": self.url,
             "docs": f"{self.url}/docs",
-            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port,
-                     "broker": self.settings.mqtt.broker},
+            "mqtt": {
+                "host": self.mqtt_host,
+                "port": self.mqtt_port,
+                "broker": self.settings.mqtt.broker,
+            },
             "tokens": {"operator": self.platform.secrets["operator_token"]},
             "database": self.platform.engine.dialect.name,
             "pid": os.getpid(),

@@ -1,7 +1,8 @@
 """Secrets kept in the data dir with mode 0600: the key-encryption key and demo accounts.
 
-Nothing here is ever logged. In production, point ``MSEC_*`` variables or a KMS at them
-instead (see docs/operations.md).
+Nothing here is ever logged. Back the ``keys/`` folder up with the database: without
+``kek.key`` the wrapped device keys cannot be read (see docs/operations.md). A KMS-backed
+key store is a later addition behind the same two functions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

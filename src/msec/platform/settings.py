@@ -12,11 +12,14 @@ Example (``msec serve --config msec.toml``)::
     username = "ingest"
     password_env = "MSEC_MQTT_PASSWORD"   # the password itself never sits in the file
     workers = 2                   # ingest processes sharing $share/msec/msec/#
+    tls_ca = "/etc/msec/mqtt-ca.pem"      # optional: TLS to the broker, verified against this CA
     [http]
     host = "0.0.0.0"
     port = 8080
 
-Nested values can be set from the environment with ``__``: ``MSEC_DATABASE__URL=...``.
+Nested values can be set from the environment with ``__``: ``MSEC_DATABASE__URL=...``;
+values in the file win over the environment. Unknown keys are refused, so a typo in a
+key name fails at start instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -26,16 +29,20 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     #: SQLAlchemy URL; empty means SQLite at ``<data_dir>/msec.db``.
     url: str = ""
 
 
 class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     broker: Literal["embedded", "external"] = "embedded"
     host: str = "127.0.0.1"
     #: 0 with the embedded broker: pick a free port (written to ``demo.json``).
@@ -45,7 +52,11 @@ class MqttSettings(BaseModel):
     #: (external broker). The embedded broker's accounts are generated in the data dir.
     password_env: str = "MSEC_MQTT_PASSWORD"
     topic: str = "msec/#"
-    shared_group: str | None = None
+    #: Shared subscription group of the ingest workers on an external broker
+    #: (``$share/<group>/<topic>``), so that several workers split the messages.
+    shared_group: str = "msec"
+    #: CA certificate file: connect to the external broker over TLS and verify it.
+    tls_ca: Path | None = None
     workers: int = Field(1, ge=1, le=64)
     batch_max: int = Field(1000, ge=1, le=20000)
     batch_wait_ms: int = Field(20, ge=1, le=5000)
@@ -55,6 +66,8 @@ class MqttSettings(BaseModel):
 
 
 class HttpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -62,7 +75,7 @@ class HttpSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything ``msec serve`` and ``msec demo`` need; see the module docstring."""
 
-    model_config = SettingsConfigDict(env_prefix="MSEC_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="MSEC_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Path("msec-data")
     tenant: str = "default"

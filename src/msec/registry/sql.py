@@ -6,11 +6,18 @@ import os
 import time
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from msec.core.errors import MsecError
 from msec.registry.base import DeviceRecord, DuplicateDevice
 
 metadata = sa.MetaData()
+
+
+class KeyStoreError(MsecError):
+    """Wrapped device keys cannot be read: wrong key-encryption key, or tampering."""
+
 
 devices = sa.Table(
     "registry_devices",
@@ -53,10 +60,17 @@ class SqlRegistry:
             verify_key = self._wrap(record.name, b"mac", verify_key)
         enc_key = self._wrap(record.name, b"enc", record.enc_key) if record.enc_key else None
         row = {
-            "name": record.name, "kind": record.kind, "tenant": record.tenant, "alg": record.alg,
-            "verify_key": verify_key, "enc_key": enc_key, "revoked": record.revoked,
-            "description": record.description, "latitude": record.latitude,
-            "longitude": record.longitude, "created": created,
+            "name": record.name,
+            "kind": record.kind,
+            "tenant": record.tenant,
+            "alg": record.alg,
+            "verify_key": verify_key,
+            "enc_key": enc_key,
+            "revoked": record.revoked,
+            "description": record.description,
+            "latitude": record.latitude,
+            "longitude": record.longitude,
+            "created": created,
         }
         try:
             with self._engine.begin() as conn:
@@ -88,10 +102,17 @@ class SqlRegistry:
             verify_key = self._unwrap(row.name, b"mac", verify_key)
         enc_key = self._unwrap(row.name, b"enc", bytes(row.enc_key)) if row.enc_key else None
         return DeviceRecord(
-            name=row.name, kind=row.kind, tenant=row.tenant, alg=row.alg,
-            verify_key=verify_key, enc_key=enc_key, revoked=bool(row.revoked),
-            description=row.description or "", latitude=row.latitude,
-            longitude=row.longitude, created=row.created,
+            name=row.name,
+            kind=row.kind,
+            tenant=row.tenant,
+            alg=row.alg,
+            verify_key=verify_key,
+            enc_key=enc_key,
+            revoked=bool(row.revoked),
+            description=row.description or "",
+            latitude=row.latitude,
+            longitude=row.longitude,
+            created=row.created,
         )
 
     def _wrap(self, name: str, purpose: bytes, secret: bytes) -> bytes:
@@ -99,4 +120,10 @@ class SqlRegistry:
         return nonce + self._aead.encrypt(nonce, secret, purpose + b":" + name.encode())
 
     def _unwrap(self, name: str, purpose: bytes, blob: bytes) -> bytes:
-        return self._aead.decrypt(blob[:12], blob[12:], purpose + b":" + name.encode())
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], purpose + b":" + name.encode())
+        except InvalidTag:
+            raise KeyStoreError(
+                f"cannot unwrap the keys of device {name!r}: the key file (keys/kek.key) is "
+                "not the one they were wrapped with, or the row was altered"
+            ) from None

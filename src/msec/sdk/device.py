@@ -40,6 +40,8 @@ class Endpoint:
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    #: CA certificate file: use TLS to the broker and verify it against this CA.
+    mqtt_tls_ca: str | None = None
     http_url: str | None = None
 
 
@@ -144,9 +146,13 @@ class Device:
         if not rows:
             raise ValueError("nothing to seal")
         seq = self._take(len(rows))
-        payload = envelope.encode_payload(self.name, seq, at if at is not None else time.time(), rows)
+        payload = envelope.encode_payload(
+            self.name, seq, at if at is not None else time.time(), rows
+        )
         if self.alg == "EdDSA":
-            return envelope.seal(payload, kid=self.name, signing_key=self.secret, enc_key=self.enc_key)
+            return envelope.seal(
+                payload, kid=self.name, signing_key=self.secret, enc_key=self.enc_key
+            )
         return envelope.seal(payload, kid=self.name, mac_key=self.secret, enc_key=self.enc_key)
 
     def topic(self, readings: Readings) -> str:
@@ -189,8 +195,12 @@ class Device:
             self._client = connect(
                 # A random suffix: two processes holding one identity must not keep
                 # kicking each other off the broker (MQTT client ids are exclusive).
-                ep.mqtt_host, ep.mqtt_port, client_id=f"dev-{self.name}-{secrets.token_hex(3)}",
-                username=ep.mqtt_username, password=ep.mqtt_password,
+                ep.mqtt_host,
+                ep.mqtt_port,
+                client_id=f"dev-{self.name}-{secrets.token_hex(3)}",
+                username=ep.mqtt_username,
+                password=ep.mqtt_password,
+                tls_ca=ep.mqtt_tls_ca,
             )
         info = self._client.publish(self.topic(readings), data, qos=1)
         info.wait_for_publish(timeout)
@@ -219,7 +229,9 @@ class Device:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"ingest refused ({exc.code}): {exc.read().decode()[:300]}") from None
+            raise RuntimeError(
+                f"ingest refused ({exc.code}): {exc.read().decode()[:300]}"
+            ) from None
 
     def close(self) -> None:
         """Disconnect from the broker, if connected."""

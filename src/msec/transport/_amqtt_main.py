@@ -15,14 +15,16 @@ import sys
 async def _main(config: dict[str, object]) -> None:
     from amqtt.broker import Broker
 
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"{config['host']}:{config['port']}"}},
-        "plugins": {
-            "amqtt.plugins.authentication.FileAuthPlugin": {
-                "password_file": config["password_file"],
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"{config['host']}:{config['port']}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.FileAuthPlugin": {
+                    "password_file": config["password_file"],
+                },
             },
-        },
-    })
+        }
+    )
     await broker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

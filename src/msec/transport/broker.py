@@ -50,8 +50,14 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 class EmbeddedBroker:
     """amqtt running in a child process; :meth:`start` returns once it accepts connections."""
 
-    def __init__(self, password_file: Path, *, host: str = "127.0.0.1", port: int = 0,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        password_file: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_file: Path | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self._password_file = password_file
@@ -63,7 +69,8 @@ class EmbeddedBroker:
         log = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             [sys.executable, "-m", "msec.transport._amqtt_main", json.dumps(config)],
-            stdout=subprocess.DEVNULL, stderr=log,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
         try:
             wait_for_port(self.host, self.port, timeout)

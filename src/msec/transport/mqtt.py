@@ -51,7 +51,7 @@ def _connect(client: paho.Client, host: str, port: int, timeout: float) -> None:
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=30)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ssl errors are OSErrors
         raise ConnectionError(f"cannot reach MQTT broker {host}:{port}: {exc}") from None
     client.loop_start()
     if not connected.wait(timeout):
@@ -64,6 +64,12 @@ def _connect(client: paho.Client, host: str, port: int, timeout: float) -> None:
         raise ConnectionError(f"MQTT broker {host}:{port} refused the connection: {rc}")
 
 
+def _tls(client: paho.Client, tls_ca: str | None) -> None:
+    if tls_ca:
+        # Verify the broker's certificate against this CA and its host name.
+        client.tls_set(ca_certs=str(tls_ca))
+
+
 def connect(
     host: str,
     port: int,
@@ -71,10 +77,16 @@ def connect(
     client_id: str = "",
     username: str | None = None,
     password: str | None = None,
+    tls_ca: str | None = None,
     timeout: float = 10.0,
 ) -> paho.Client:
-    """A connected paho client with its network loop running (call ``loop_stop`` to end)."""
+    """A connected paho client with its network loop running (call ``loop_stop`` to end).
+
+    With ``tls_ca`` the connection is TLS, and the broker must present a certificate
+    signed by that CA for ``host``.
+    """
     client = _client(client_id, clean_session=True)
+    _tls(client, tls_ca)
     if username is not None:
         client.username_pw_set(username, password)
     _connect(client, host, port, timeout)
@@ -102,11 +114,13 @@ class MqttSubscriber:
         password: str | None = None,
         shared_group: str | None = None,
         persistent: bool = True,
+        tls_ca: str | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._topics = [f"$share/{shared_group}/{t}" if shared_group else t for t in topics]
         self._client = _client(client_id, clean_session=not persistent, manual_ack=True)
         self._client.max_inflight_messages_set(65535)
+        _tls(self._client, tls_ca)
         if username is not None:
             self._client.username_pw_set(username, password)
         self._queue: deque[Message] = deque()

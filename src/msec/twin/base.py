@@ -6,7 +6,7 @@ resource has metadata (unit), a latest value and a history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,4 +88,8 @@ class Twin(Protocol):
 
     def count_readings(self, provider: str | None = None) -> int:
         """How many readings are stored (for one provider, or all)."""
+        ...
+
+    def stored_at(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """When each stored ``(provider, seq)`` was written (epoch s); others left out."""
         ...

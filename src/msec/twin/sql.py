@@ -603,16 +603,23 @@ class SqlTwin:
     def stored_at(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
         """When each ``(provider, seq)`` was stored (epoch s); missing keys are left out.
 
-        Reads the whole history table once: meant for audits and benchmarks, not for
-        request paths.
+        Primary-key lookups, 500 keys a statement.
         """
-        wanted = set(keys)
+        by_provider: dict[str, list[int]] = {}
+        for provider, seq in keys:
+            by_provider.setdefault(provider, []).append(seq)
         r = readings_table.c
         found: dict[tuple[str, int], float] = {}
         with self._engine.connect() as conn:
-            for provider, seq, at in conn.execute(select(r.provider, r.seq, r.stored_at)):
-                if (provider, seq) in wanted and at is not None:
-                    found[(provider, int(seq))] = at
+            for provider, seqs in by_provider.items():
+                for start in range(0, len(seqs), 500):
+                    chunk = seqs[start:start + 500]
+                    stmt = select(r.seq, r.stored_at).where(
+                        r.provider == provider, r.seq.in_(chunk)
+                    )
+                    for seq, at in conn.execute(stmt):
+                        if at is not None:
+                            found[(provider, int(seq))] = at
         return found
 
 

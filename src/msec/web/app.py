@@ -5,7 +5,6 @@ needs ``Authorization: Bearer <token>``; ingest is authenticated by the envelope
 signature (gateways hold a device key, not an API token).
 """
 
-
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
 
 from msec import __version__
 from msec.core.errors import RejectReason
@@ -47,8 +47,11 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The API over the given backends; ``tokens`` maps bearer token -> role name."""
-    app = FastAPI(title="M-Sec platform API", version=__version__,
-                  description="Signed readings, the digital twin and security events.")
+    app = FastAPI(
+        title="M-Sec platform API",
+        version=__version__,
+        description="Signed readings, the digital twin and security events.",
+    )
 
     def principal(
         request: Request,
@@ -59,12 +62,18 @@ def create_app(
             for token, role in tokens.items():
                 if hmac.compare_digest(offered, token.encode()):
                     return role
-        events.record([SecurityEvent(
-            reason="unauthorized", detail=f"{request.method} {request.url.path}",
-            source=request.client.host if request.client else "",
-        )])
-        raise HTTPException(401, "missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        events.record(
+            [
+                SecurityEvent(
+                    reason="unauthorized",
+                    detail=f"{request.method} {request.url.path}",
+                    source=request.client.host if request.client else "",
+                )
+            ]
+        )
+        raise HTTPException(
+            401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
     Role = Annotated[str, Depends(principal)]
 
@@ -91,13 +100,14 @@ def create_app(
         services: dict[str, dict[str, Any]] = {}
         for r in info.resources:
             services.setdefault(r.service, {})[r.resource] = {
-                "value": r.value, "unit": r.unit, "timestamp": r.timestamp,
+                "value": r.value,
+                "unit": r.unit,
+                "timestamp": r.timestamp,
             }
         data["services"] = services
         return data
 
-    @app.get("/api/v1/providers/{provider}/services/{service}/resources/{resource}",
-             tags=["twin"])
+    @app.get("/api/v1/providers/{provider}/services/{service}/resources/{resource}", tags=["twin"])
     def get_resource(provider: str, service: str, resource: str, _role: Role) -> dict[str, Any]:
         """The latest value of one resource, with its unit and timestamp."""
         value = twin.latest(provider, service, resource)
@@ -105,10 +115,15 @@ def create_app(
             raise HTTPException(404, f"no resource {provider}/{service}/{resource}")
         return asdict(value)
 
-    @app.get("/api/v1/providers/{provider}/services/{service}/resources/{resource}/history",
-             tags=["twin"])
+    @app.get(
+        "/api/v1/providers/{provider}/services/{service}/resources/{resource}/history",
+        tags=["twin"],
+    )
     def get_history(
-        provider: str, service: str, resource: str, _role: Role,
+        provider: str,
+        service: str,
+        resource: str,
+        _role: Role,
         since: Annotated[float | None, Query(description="epoch seconds, inclusive")] = None,
         until: Annotated[float | None, Query(description="epoch seconds, exclusive")] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
@@ -120,23 +135,31 @@ def create_app(
             raise HTTPException(404, f"no resource {provider}/{service}/{resource}")
         values = twin.history(provider, service, resource, since=since, until=until, limit=limit)
         return {
-            "provider": provider, "service": service, "resource": resource,
-            "values": [{"value": v.value, "timestamp": v.timestamp, "seq": v.seq}
-                       for v in values],
+            "provider": provider,
+            "service": service,
+            "resource": resource,
+            "values": [{"value": v.value, "timestamp": v.timestamp, "seq": v.seq} for v in values],
         }
 
     @app.get("/api/v1/security/events", tags=["security"])
     def get_events(
         _role: Role,
         reason: Annotated[str | None, Query(max_length=64)] = None,
+        device: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> list[dict[str, Any]]:
-        """Security events, newest first, optionally only one ``reason``."""
-        return [asdict(e) for e in events.query(reason=reason, limit=limit)]
+        """Security events, newest first, optionally only one ``reason`` and/or ``device``."""
+        return [asdict(e) for e in events.query(reason=reason, device=device, limit=limit)]
 
-    @app.post("/api/v1/ingest", tags=["ingest"], status_code=200,
-              responses={413: {"description": "envelope larger than 64 KiB"},
-                         415: {"description": "not application/cose"}})
+    @app.post(
+        "/api/v1/ingest",
+        tags=["ingest"],
+        status_code=200,
+        responses={
+            413: {"description": "envelope larger than 64 KiB"},
+            415: {"description": "not application/cose"},
+        },
+    )
     async def post_ingest(request: Request) -> JSONResponse:
         """Ingest one sealed envelope (``Content-Type: application/cose``).
 
@@ -146,22 +169,34 @@ def create_app(
         source = request.client.host if request.client else "http"
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/cose":
-            events.record([SecurityEvent(reason="malformed", source=source,
-                                         detail=f"ingest with Content-Type {content_type[:60]!r}")])
+            events.record(
+                [
+                    SecurityEvent(
+                        reason="malformed",
+                        source=source,
+                        detail=f"ingest with Content-Type {content_type[:60]!r}",
+                    )
+                ]
+            )
             return _refuse(415, "malformed", "Content-Type must be application/cose")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_ENVELOPE_BYTES:
                 # Stop reading: a hostile client may send gigabytes.
-                ingestor.process([Incoming(bytes(body), None, source)])
+                await run_in_threadpool(ingestor.process, [Incoming(bytes(body), None, source)])
                 return _refuse(413, "oversized", f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
-        outcome = ingestor.process([Incoming(bytes(body), None, source)])[0]
+        # In a worker thread: a durable commit must not stall every other request.
+        outcome = (
+            await run_in_threadpool(ingestor.process, [Incoming(bytes(body), None, source)])
+        )[0]
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
             return _refuse(_STATUS.get(reason, 400), reason.value, outcome.rejected.detail)
-        return JSONResponse({"status": "stored", "stored": outcome.stored,
-                             "duplicates": outcome.duplicates})
+        status = "duplicate" if outcome.stored == 0 and outcome.duplicates else "stored"
+        return JSONResponse(
+            {"status": status, "stored": outcome.stored, "duplicates": outcome.duplicates}
+        )
 
     @app.get("/metrics", tags=["platform"], include_in_schema=True)
     def get_metrics(_role: Role) -> Response:
@@ -174,14 +209,19 @@ def create_app(
 
 
 def _refuse(status: int, reason: str, detail: str) -> JSONResponse:
-    return JSONResponse({"status": "rejected", "reason": reason, "detail": detail},
-                        status_code=status)
+    return JSONResponse(
+        {"status": "rejected", "reason": reason, "detail": detail}, status_code=status
+    )
 
 
 def _provider(p: Any) -> dict[str, Any]:
     return {
-        "name": p.name, "kind": p.kind, "tenant": p.tenant, "description": p.description,
-        "location": ({"latitude": p.latitude, "longitude": p.longitude}
-                     if p.latitude is not None else None),
+        "name": p.name,
+        "kind": p.kind,
+        "tenant": p.tenant,
+        "description": p.description,
+        "location": (
+            {"latitude": p.latitude, "longitude": p.longitude} if p.latitude is not None else None
+        ),
         "health": {"last_seen": p.last_seen, "battery": p.battery, "rssi": p.rssi},
     }
