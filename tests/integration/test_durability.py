@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from msec.bench.loadgen import RawPublisher
-from msec.ingest.worker import BrokerAddress, spawn_worker
+from msec.ingest.worker import BrokerAddress, ready_file, spawn_worker, wait_until_subscribed
 from msec.platform import Platform, Settings
 from msec.sdk import Device, Endpoint
 from msec.testing.services import MosquittoHandle
@@ -30,8 +30,7 @@ def start_worker(
     shared_group: str | None = None,
 ) -> subprocess.Popen[bytes]:
     settings = platform.settings
-    ready = settings.data_dir / "run" / f"worker-{client_id}.json"
-    ready.unlink(missing_ok=True)
+    ready_file(settings.data_dir, client_id).unlink(missing_ok=True)
     process = spawn_worker(
         data_dir=settings.data_dir,
         database_url=settings.database_url,
@@ -42,11 +41,7 @@ def start_worker(
         batch_wait_ms=5,
         log_path=settings.data_dir / f"{client_id}.log",
     )
-    deadline = time.monotonic() + 30
-    while not ready.exists():  # written once the worker has subscribed
-        assert process.poll() is None, "worker died at start"
-        assert time.monotonic() < deadline, "worker did not subscribe in 30 s"
-        time.sleep(0.05)
+    wait_until_subscribed(settings.data_dir, [(client_id, process)], timeout=30)
     return process
 
 

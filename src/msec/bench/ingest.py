@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from msec.bench.loadgen import RawPublisher
-from msec.ingest.worker import BrokerAddress, spawn_worker
+from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
 from msec.sdk.sim.park import PARK_DEVICES, ParkSimulator
@@ -141,6 +141,7 @@ def _start_workers(
             broker=BrokerAddress(host, port, user, password),
             client_id=f"bench-ingest-{k}",
             shared_group="msec" if shared else None,
+            log_path=settings.data_dir / f"worker-{k}.log",
             batch_max=2000,
             batch_wait_ms=5,
         )
@@ -255,7 +256,8 @@ def run_ingest_bench(
 
         procs = _start_workers(settings, host, port, user, password, workers, shared)
         stack.callback(_stop_all, procs)
-        time.sleep(1.5)  # let the workers connect and subscribe
+        wait_until_subscribed(settings.data_dir,
+                              [(f"bench-ingest-{k}", p) for k, p in enumerate(procs)])
         say(f"ingest: {messages} readings through {workers} worker(s)…")
         full = _ingest_phase(platform, host, port, user, password, packets, keys, rate, batch, 0)
 
@@ -295,6 +297,7 @@ def run_ingest_bench(
                 }
             )
         result["security_events"] = sum(platform.events.counts().values())
+        result["workers_died"] = sum(1 for p in procs if p.poll() is not None)
         return result
 
 

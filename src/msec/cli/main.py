@@ -248,8 +248,14 @@ def bench_ingest(
     broker: Annotated[str, typer.Option("--broker", help="embedded or mosquitto")] = "mosquitto",
     workers: Annotated[int, typer.Option("--workers", min=1, max=16)] = 2,
     batch: Annotated[
-        int, typer.Option("--batch", min=1, max=1000, help="Readings per envelope (gateway batch).")
-    ] = 20,
+        int,
+        typer.Option(
+            "--batch",
+            min=1,
+            max=1000,
+            help="Readings per envelope (a gateway's batch; 1 = one reading per message).",
+        ),
+    ] = 2,
     rate: Annotated[
         float | None,
         typer.Option("--rate", help="Readings/s to offer (default: as fast as possible)."),

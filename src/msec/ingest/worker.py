@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,3 +190,31 @@ def spawn_worker(
     env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=broker.password or "")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(args, env=env, stdout=out, stderr=out)
+
+
+def ready_file(data_dir: Path, client_id: str) -> Path:
+    """The stats file a worker writes as soon as it has subscribed (its "ready" signal)."""
+    return data_dir / "run" / f"worker-{client_id}.json"
+
+
+def wait_until_subscribed(
+    data_dir: Path,
+    workers: Sequence[tuple[str, subprocess.Popen[bytes]]],
+    timeout: float = 60.0,
+) -> None:
+    """Block until every ``(client_id, process)`` worker has subscribed.
+
+    A broker keeps messages only for sessions that exist: whatever is published before
+    the first worker subscribed to a brand-new broker is acknowledged to the device and
+    then dropped. Callers remove stale ready files before spawning. Raises
+    ``RuntimeError`` if a worker exits first, ``TimeoutError`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    for client_id, process in workers:
+        path = ready_file(data_dir, client_id)
+        while not path.exists():
+            if process.poll() is not None:
+                raise RuntimeError(f"ingest worker {client_id} exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ingest worker {client_id} did not subscribe in {timeout}s")
+            time.sleep(0.05)

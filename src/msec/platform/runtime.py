@@ -18,7 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
-from msec.ingest.worker import BrokerAddress, spawn_worker
+from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
 from msec.transport.broker import EmbeddedBroker, free_port, wait_for_port, write_password_file
@@ -118,27 +118,12 @@ class Runtime:
             log_path=self.run_dir / f"worker-{index}.log",
         )
 
-    def _ready_file(self, index: int) -> Path:
-        return self.run_dir / f"worker-msec-ingest-{index}.json"
-
-    def _wait_for_workers(self, timeout: float = 60.0) -> None:
-        """Block until every worker has subscribed.
-
-        A broker keeps messages only for sessions that exist: readings published before
-        the first worker subscribed to a brand-new broker would be acknowledged to the
-        device and then dropped. So nothing starts publishing before this returns.
-        """
-        deadline = time.monotonic() + timeout
-        for index, worker in enumerate(self._workers):
-            while not self._ready_file(index).exists():
-                if worker.poll() is not None:
-                    raise RuntimeError(
-                        f"ingest worker {index} exited with {worker.returncode};"
-                        f" see {self.run_dir / f'worker-{index}.log'}"
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"ingest worker {index} did not subscribe in {timeout}s")
-                time.sleep(0.05)
+    def _wait_for_workers(self) -> None:
+        # Nothing may publish before the workers' sessions exist (see wait_until_subscribed).
+        wait_until_subscribed(
+            self.settings.data_dir,
+            [(f"msec-ingest-{i}", w) for i, w in enumerate(self._workers)],
+        )
 
     def _start_http(self) -> None:
         http = self.settings.http
