@@ -116,18 +116,33 @@ def parse_outer(data: bytes) -> Outer:
         and isinstance(auth, bytes)
     ):
         raise Rejected(RejectReason.MALFORMED, "COSE element of the wrong type")
+    known = _GOOD_HEADERS.get((obj.tag, protected))
+    if known is None:
+        known = _outer_headers(obj.tag, protected)
+    alg, kid_text = known
+    return Outer(obj.tag, alg, kid_text, protected, payload, auth)
+
+
+#: A device sends the same protected header every time: decode and check it once.
+_GOOD_HEADERS: dict[tuple[int, bytes], tuple[int, str]] = {}
+_GOOD_HEADERS_MAX = 100_000
+
+
+def _outer_headers(tag: int, protected: bytes) -> tuple[int, str]:
     headers = _decode_headers(protected)
     alg, kid = headers.get(H_ALG), headers.get(H_KID)
-    expected = ALG_EDDSA if obj.tag == TAG_SIGN1 else ALG_HMAC256
+    expected = ALG_EDDSA if tag == TAG_SIGN1 else ALG_HMAC256
     if alg != expected:
-        raise Rejected(RejectReason.MALFORMED, f"unsupported alg {alg!r} for tag {obj.tag}")
+        raise Rejected(RejectReason.MALFORMED, f"unsupported alg {alg!r} for tag {tag}")
     if not isinstance(kid, bytes) or not 0 < len(kid) <= 128:
         raise Rejected(RejectReason.MALFORMED, "missing or invalid kid")
     try:
         kid_text = kid.decode()
     except UnicodeDecodeError:
         raise Rejected(RejectReason.MALFORMED, "kid is not UTF-8") from None
-    return Outer(obj.tag, alg, kid_text, protected, payload, auth)
+    if len(_GOOD_HEADERS) < _GOOD_HEADERS_MAX:  # bounded: garbage cannot grow it forever
+        _GOOD_HEADERS[(tag, protected)] = (expected, kid_text)
+    return expected, kid_text
 
 
 def verify_sign1(outer: Outer, public_key: bytes) -> None:

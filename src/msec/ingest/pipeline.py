@@ -102,6 +102,7 @@ class Ingestor:
         self._devices: dict[str, tuple[float, DeviceRecord | None]] = {}
         self._high: dict[str, int] = {}
         self._providers: set[str] = set()
+        self._kinds: dict[str, DeviceKind] = {}
         self._lock = threading.Lock()
         self._on_stored = on_stored
         self.stats = Stats()
@@ -251,7 +252,7 @@ class Ingestor:
             raise Rejected(
                 RejectReason.MALFORMED, "payload names another device", device=device.name
             )
-        kind = _kind(device)
+        kind = self._kinds.get(device.kind) or self._kinds.setdefault(device.kind, _kind(device))
         if message.topic is not None and not message.topic.endswith("/_batch"):
             _check_single_topic(message.topic, body.readings)
         if body.seq <= self._high_water(device.name) - REPLAY_WINDOW:
