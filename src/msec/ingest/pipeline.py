@@ -30,6 +30,7 @@ MAX_FUTURE_S = 300.0
 #: QoS 1 retry after a lost PUBACK, an HTTP retry after a timeout): acknowledged as a
 #: duplicate, nothing stored twice, no security event. Older repeats are replays.
 RETRY_GRACE_S = 60.0
+_DEVICE_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,9 @@ class Ingestor:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         record = self._registry.get(name)
+        if len(self._devices) >= _DEVICE_CACHE_MAX:
+            # Forged kids are unbounded: never let them grow the cache without limit.
+            self._devices.clear()
         self._devices[name] = (now, record)
         return record
 
