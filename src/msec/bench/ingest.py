@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from msec.bench.loadgen import RawPublisher
-from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
+from msec.ingest.worker import (
+    BrokerAddress,
+    read_commit_logs,
+    spawn_worker,
+    wait_until_subscribed,
+)
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
 from msec.sdk.sim.park import PARK_DEVICES, ParkSimulator
@@ -142,6 +147,7 @@ def _start_workers(
             client_id=f"bench-ingest-{k}",
             shared_group="msec" if shared else None,
             log_path=settings.data_dir / f"worker-{k}.log",
+            commit_log=settings.data_dir / f"commits-{k}.log",
             batch_max=2000,
             batch_wait_ms=5,
         )
@@ -181,7 +187,14 @@ def _ingest_phase(
         time.sleep(0.01)
     elapsed = time.perf_counter() - start
     publisher.close()
-    stored_at = platform.twin.stored_at([k for ks in keys for k in ks])
+    # Commit times written by the workers after each durable commit (CommitLog).
+    all_keys = [k for ks in keys for k in ks]
+    logs = sorted(platform.settings.data_dir.glob("commits-*.log"))
+    stored_at = read_commit_logs(logs)
+    deadline = time.monotonic() + 5  # a worker logs its batch just after committing it
+    while sum(1 for k in all_keys if k in stored_at) < stored and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stored_at = read_commit_logs(logs)
     latencies = []
     for sent, ks in zip(sent_at, keys, strict=True):
         for key in ks:
@@ -256,8 +269,9 @@ def run_ingest_bench(
 
         procs = _start_workers(settings, host, port, user, password, workers, shared)
         stack.callback(_stop_all, procs)
-        wait_until_subscribed(settings.data_dir,
-                              [(f"bench-ingest-{k}", p) for k, p in enumerate(procs)])
+        wait_until_subscribed(
+            settings.data_dir, [(f"bench-ingest-{k}", p) for k, p in enumerate(procs)]
+        )
         say(f"ingest: {messages} readings through {workers} worker(s)…")
         full = _ingest_phase(platform, host, port, user, password, packets, keys, rate, batch, 0)
 

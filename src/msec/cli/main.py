@@ -100,14 +100,17 @@ def worker(
     batch_max: Annotated[int, typer.Option("--batch-max")] = 1000,
     batch_wait_ms: Annotated[int, typer.Option("--batch-wait-ms")] = 20,
     mqtt_tls_ca: Annotated[str | None, typer.Option("--mqtt-tls-ca")] = None,
+    commit_log: Annotated[Path | None, typer.Option("--commit-log", hidden=True)] = None,
 ) -> None:
     """One ingest worker process (started by serve/demo; password in MSEC_WORKER_MQTT_PASSWORD)."""
-    from msec.ingest.worker import BrokerAddress, run_worker
+    from msec.ingest.worker import BrokerAddress, CommitLog, run_worker
     from msec.platform.platform import Platform
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.load(None, data_dir=data_dir, database={"url": database_url})
     platform = Platform.open(settings)
+    if commit_log is not None:
+        platform.ingestor.on_stored = CommitLog(commit_log)
     broker = BrokerAddress(
         mqtt_host,
         mqtt_port,

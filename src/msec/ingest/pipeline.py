@@ -105,7 +105,9 @@ class Ingestor:
         self._providers: set[str] = set()
         self._kinds: dict[str, DeviceKind] = {}
         self._lock = threading.Lock()
-        self._on_stored = on_stored
+        #: Called with the readings of each batch once they are durable (metrics, tests,
+        #: the benchmark's commit log). It runs on the ingest path: keep it cheap.
+        self.on_stored = on_stored
         self.stats = Stats()
 
     # ---- public ---------------------------------------------------------------------
@@ -174,8 +176,8 @@ class Ingestor:
         stats.duplicates += len(readings) - len(stored)
         for event in events:
             stats.rejected[event.reason] = stats.rejected.get(event.reason, 0) + 1
-        if stored and self._on_stored is not None:
-            self._on_stored(stored)
+        if stored and self.on_stored is not None:
+            self.on_stored(stored)
         return outcomes
 
     def _recent(self, readings: Sequence[Reading], now: float) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from msec.core.models import Reading
 from msec.ingest.pipeline import Incoming, Ingestor
 from msec.transport.mqtt import MqttSubscriber
 
@@ -83,6 +84,37 @@ class WorkerStats:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
+
+
+class CommitLog:
+    """Appends ``<time> <provider>:<seq> ...`` lines, one per durable batch (benchmarks).
+
+    The time is taken after the commit returned, so ``time - publish time`` is the full
+    publish -> durable latency of each reading.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "a", buffering=1 << 16)  # noqa: SIM115
+
+    def __call__(self, readings: Sequence[Reading]) -> None:
+        keys = " ".join(f"{r.provider}:{r.seq}" for r in readings)
+        self._file.write(f"{time.time():.6f} {keys}\n")
+        self._file.flush()
+
+
+def read_commit_logs(paths: Sequence[Path]) -> dict[tuple[str, int], float]:
+    """``(provider, seq) -> commit time`` from the logs of :class:`CommitLog`."""
+    found: dict[tuple[str, int], float] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            at, *keys = line.split(" ")
+            when = float(at)
+            for key in keys:
+                provider, _, seq = key.rpartition(":")
+                found[(provider, int(seq))] = when
+    return found
 
 
 def run_worker(
@@ -156,6 +188,7 @@ def spawn_worker(
     batch_max: int = 1000,
     batch_wait_ms: int = 20,
     log_path: Path | None = None,
+    commit_log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``msec worker`` as a child process (the password travels in its environment)."""
     args = [
@@ -186,6 +219,8 @@ def spawn_worker(
         args += ["--shared-group", shared_group]
     if broker.tls_ca:
         args += ["--mqtt-tls-ca", str(broker.tls_ca)]
+    if commit_log:
+        args += ["--commit-log", str(commit_log)]
     # Never on the command line, which every local user can read with ps.
     env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=broker.password or "")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115

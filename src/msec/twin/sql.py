@@ -33,6 +33,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    inspect,
     or_,
     select,
     tuple_,
@@ -40,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 
 from msec.core.errors import MsecError
 from msec.core.kinds import UnknownKind, get_kind
@@ -431,8 +433,23 @@ class SqlTwin:
         self._kinds: dict[str, str] = {}
 
     def create_schema(self) -> None:
-        """Create the ``twin_`` tables and indexes that are missing. Idempotent."""
+        """Create the ``twin_`` tables and indexes that are missing. Idempotent.
+
+        Also adds ``twin_readings.stored_at`` to databases made before it existed.
+        """
         metadata.create_all(self._engine)
+        columns = {c["name"] for c in inspect(self._engine).get_columns("twin_readings")}
+        if "stored_at" not in columns:
+            try:
+                with self._engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        "ALTER TABLE twin_readings ADD COLUMN stored_at DOUBLE PRECISION"
+                    )
+            except DBAPIError:
+                # Another process (a second worker starting) added it first.
+                columns = {c["name"] for c in inspect(self._engine).get_columns("twin_readings")}
+                if "stored_at" not in columns:
+                    raise
 
     def ensure_provider(
         self,
