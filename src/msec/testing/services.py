@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import quote
@@ -508,7 +509,9 @@ def postgres_server(base_dir: Path, *, bin_dir: Path | None = None) -> Iterator[
 # Mosquitto
 # --------------------------------------------------------------------------------------------
 
-_DEFAULT_BASE_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto.conf"
+# deploy/mosquitto.conf, shipped inside the package (a symlink in the source tree) so that an
+# installed msec (no source checkout) still finds it.
+_DEFAULT_BASE_CONFIG = Path(str(resources.files("msec.transport") / "mosquitto.conf"))
 # Options the launcher sets itself; copying them from the base config would either point at
 # system paths or make Mosquitto fail with "Duplicate ... value in configuration".
 _LAUNCHER_OPTIONS = frozenset(
