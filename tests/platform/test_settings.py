@@ -43,3 +43,26 @@ def test_bad_settings_are_refused(tmp_path: Path, text: str) -> None:
     config.write_text(text)
     with pytest.raises(ValidationError):
         Settings.load(config)
+
+
+def test_file_values_win_over_the_environment(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "msec.toml"
+    config.write_text("[http]\nport = 8123\n")
+    monkeypatch.setenv("MSEC_HTTP__PORT", "9000")
+    monkeypatch.setenv("MSEC_HTTP__HOST", "0.0.0.0")
+    settings = Settings.load(config)
+    assert settings.http.port == 8123  # the file says so
+    assert settings.http.host == "0.0.0.0"  # the environment fills what the file omits
+
+
+def test_the_data_dir_and_keys_are_private(tmp_path: Path) -> None:
+    from msec.platform import Platform
+
+    data_dir = tmp_path / "fresh"
+    platform = Platform.open(Settings.load(None, data_dir=data_dir))
+    platform.close()
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "keys").stat().st_mode & 0o777 == 0o700
+    for name in ("kek.key", "secrets.json"):
+        assert (data_dir / "keys" / name).stat().st_mode & 0o777 == 0o600

@@ -326,9 +326,19 @@ class _SqliteWriter:
         return new_rows
 
     def _insert_history(self, conn: Connection, rows: list[_Row]) -> list[_Row]:
-        # One execute a row, and its change count tells whether it was new: as fast as
-        # one executemany here, faster than a multi-row RETURNING or a pre-select.
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        driver = conn.connection.driver_connection
+        # Fast path, the usual case of nothing already stored: one executemany (C loop,
+        # ~155k rows/s here against ~120k for one execute a row) and the change count.
+        # If some rows were there already, undo it and find which, one execute a row.
+        driver.execute("SAVEPOINT msec_history")  # type: ignore[union-attr]
+        before = driver.total_changes  # type: ignore[union-attr]
+        driver.executemany(self._insert_sql, rows)  # type: ignore[union-attr]
+        if driver.total_changes - before == len(rows):  # type: ignore[union-attr]
+            driver.execute("RELEASE msec_history")  # type: ignore[union-attr]
+            return rows
+        driver.execute("ROLLBACK TO msec_history")  # type: ignore[union-attr]
+        driver.execute("RELEASE msec_history")  # type: ignore[union-attr]
+        cursor = driver.cursor()  # type: ignore[union-attr]
         try:
             new = []
             for row in rows:
