@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,9 @@ API_PATHS = {
 }
 #: Routes that need no bearer token: health is public, ingest is authenticated by the
 #: envelope's own signature (see msec.web.app).
-PUBLIC = {"/api/v1/health", "/api/v1/ingest"}
+PUBLIC = {"/api/v1/health", "/api/v1/ingest",
+          # The API's own documentation pages (served offline by fastapi-offline).
+          "/docs", "/redoc", "/docs/oauth2-redirect"}
 
 
 @pytest.fixture
@@ -380,6 +383,19 @@ def test_docs_and_openapi_are_served(client: TestClient) -> None:
     assert "post" in paths["/api/v1/ingest"]
     history_params = {p["name"] for p in paths[HISTORY]["get"]["parameters"]}
     assert {"since", "until", "limit"} <= history_params
+
+
+def test_docs_pages_need_no_network(client: TestClient) -> None:
+    """Swagger UI and ReDoc load their scripts from the platform itself, never a CDN."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert sources, page
+        assert all(src.startswith("/") for src in sources), sources  # no http(s)://
+        for src in sources:
+            if src.endswith((".js", ".css")):
+                asset = client.get(src)
+                assert asset.status_code == 200 and len(asset.content) > 1000, src
 
 
 # ---- hostile input --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
@@ -47,7 +48,8 @@ def create_app(
     health: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The API over the given backends; ``tokens`` maps bearer token -> role name."""
-    app = FastAPI(
+    # Swagger UI and ReDoc served from the package, not a CDN: a closed network gets them too.
+    app: FastAPI = FastAPIOffline(
         title="M-Sec platform API",
         version=__version__,
         description="Signed readings, the digital twin and security events.",
