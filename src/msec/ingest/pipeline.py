@@ -68,7 +68,6 @@ class Stats:
     accepted: int = 0
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
 
 
 class Ingestor:
