@@ -1,7 +1,7 @@
 """Transparency log building blocks: RFC 9162 Merkle trees, their proofs, C2SP checkpoints.
 
-This release has the pure parts (hashing, proofs, signed notes); durable storage, the
-API and anchoring build on them (issue 3, in progress).
+The pure parts (hashing, proofs, signed notes) and :class:`SqlLog`, a durable tiled log on
+SQLite or PostgreSQL; the API and anchoring build on them (issue 3, in progress).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from msec.tlog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from msec.tlog.sql import LogEntry, LogError, SqlLog
 
 __all__ = [
     "EMPTY_ROOT",
@@ -39,11 +40,14 @@ __all__ = [
     "MAX_SIGNATURES",
     "Checkpoint",
     "HashSource",
+    "LogEntry",
+    "LogError",
     "MemoryTree",
     "NoteError",
     "NoteSigner",
     "NoteVerifier",
     "ProofError",
+    "SqlLog",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
