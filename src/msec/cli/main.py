@@ -287,3 +287,20 @@ def bench_ingest(
     else:
         for key, value in result.items():
             console.print(f"{key:>22}: {value}")
+
+
+@bench_app.command("log")
+def bench_log(
+    leaves: Annotated[int, typer.Option("--leaves", min=1, help="Entries to append.")] = 200_000,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Entries per append.")] = 5_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Durable transparency-log appends and inclusion proofs, beside pymerkle's SqliteTree."""
+    from msec.bench.log import run_log_bench
+
+    result = run_log_bench(leaves=leaves, batch=batch)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>26}: {value}")
