@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from sqlalchemy import Engine
 
 from msec.testing.services import (
     MosquittoHandle,
@@ -25,6 +26,7 @@ from msec.testing.services import (
     mosquitto_server,
     postgres_server,
 )
+from msec.twin import make_engine
 
 _SERVICE_FIXTURES = frozenset({"postgres", "pg_url", "mosquitto"})
 _database_numbers = itertools.count(1)
@@ -85,3 +87,19 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoHandle]:
     users = {"ingest": secrets.token_hex(12), "device": secrets.token_hex(12)}
     with mosquitto_server(tmp_path / "mosquitto", users=users) as handle:
         yield handle
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """One SQL backend per parameter: a SQLite file, then a fresh PostgreSQL database.
+
+    Storage tests that take ``engine`` run once on each, so both backends keep the same
+    behaviour.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db' / 'msec.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
