@@ -1,4 +1,4 @@
-"""The ``msec`` command line: demo, serve, worker, device, bench."""
+"""The ``msec`` command line: demo, serve, worker, device, verify, log, bench."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from msec.cli.trust import log_app, verify
 from msec.platform.settings import Settings
 
 app = typer.Typer(help="M-Sec open platform.", no_args_is_help=True, add_completion=False)
@@ -19,6 +20,8 @@ device_app = typer.Typer(help="Register and manage devices.", no_args_is_help=Tr
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 app.add_typer(bench_app, name="bench")
+app.add_typer(log_app, name="log")
+app.command("verify")(verify)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[
@@ -107,7 +110,11 @@ def worker(
     from msec.platform.platform import Platform
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings.load(None, data_dir=data_dir, database={"url": database_url})
+    inherited = os.environ.pop("MSEC_WORKER_SETTINGS", None)
+    if inherited:
+        settings = Settings.model_validate_json(inherited)
+    else:
+        settings = Settings.load(None, data_dir=data_dir, database={"url": database_url})
     platform = Platform.open(settings)
     if commit_log is not None:
         platform.ingestor.on_stored = CommitLog(commit_log)

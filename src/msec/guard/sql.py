@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
+import cbor2
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Double,
     Engine,
     Index,
@@ -29,6 +31,7 @@ from sqlalchemy import (
 
 from msec.core.errors import MsecError
 from msec.core.models import SecurityEvent
+from msec.tlog import SqlLog, leaf_hash
 
 #: Longest ``detail`` stored; longer ones are cut (an attacker controls what it quotes).
 MAX_DETAIL = 500
@@ -56,6 +59,24 @@ events_table = Table(
 )
 
 
+EVENT_LEAF: Final = "event"
+"""Log leaf kind of a security event (a warning entry); its ref is the event id."""
+_EVENT_LEAF_TAG: Final = "msec.guard.event/1"
+_EVENT_COLUMNS: Final = ("id", "timestamp", "reason", "device", "source", "detail", "extra")
+
+
+def event_leaf_data(row: Sequence[Any]) -> bytes:
+    """The log leaf data of one stored ``guard_events`` row: canonical CBOR of its columns.
+
+    ``row`` is (id, timestamp, reason, device, source, detail, extra) as stored.
+    """
+    id_, timestamp, reason, device, source, detail, extra = row
+    return cbor2.dumps(
+        [_EVENT_LEAF_TAG, int(id_), float(timestamp), reason, device, source, detail, extra],
+        canonical=True,
+    )
+
+
 def _storable(text: str) -> str:
     """``text`` with what a database refuses as text (NUL, lone surrogates) escaped.
 
@@ -77,12 +98,16 @@ class SqlEventLog:
     that call is then stored.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, log: SqlLog | None = None) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise MsecError(
                 f"SqlEventLog supports sqlite and postgresql, not {engine.dialect.name!r}"
             )
         self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        #: With a log, every event is also a leaf of it, appended in the same transaction:
+        #: a warning entry as tamper-evident as the data.
+        self.log = log
         self._insert = insert(events_table).returning(
             events_table.c.id, sort_by_parameter_order=True
         )
@@ -98,6 +123,8 @@ class SqlEventLog:
         order), ``timestamp`` set to now where it was 0, ``detail`` cut to
         :data:`MAX_DETAIL` characters, and NUL or unencodable characters in text
         fields escaped as ``\\x00`` / ``\\udc80``. An ``id`` given by the caller is ignored.
+        With a log, each event is appended to it (:func:`event_leaf_data`, ref = id) in the
+        same transaction.
         """
         if not events:
             return []
@@ -127,7 +154,19 @@ class SqlEventLog:
             for event in stored
         ]
         with self._engine.begin() as conn:
+            if self.log is not None and self._sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # SqlLog.append needs the write lock
             ids = conn.execute(self._insert, params).scalars().all()
+            if self.log is not None:
+                entries = [
+                    (
+                        leaf_hash(event_leaf_data((int(id_), *p.values()))),
+                        EVENT_LEAF,
+                        str(int(id_)),
+                    )
+                    for id_, p in zip(ids, params, strict=True)
+                ]
+                self.log.append(entries, conn=conn)
         return [replace(event, id=int(id_)) for event, id_ in zip(stored, ids, strict=True)]
 
     def query(
@@ -155,6 +194,45 @@ class SqlEventLog:
         stmt = select(c.reason, func.count()).group_by(c.reason).order_by(c.reason)
         with self._engine.connect() as conn:
             return {reason: int(n) for reason, n in conn.execute(stmt)}
+
+    def warn(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        source: str = "",
+        device: str | None = None,
+        **extra: str,
+    ) -> SecurityEvent:
+        """Record one warning entry (e.g. a denied access) and return it as stored.
+
+        The API for other layers: with a log, the entry is a leaf of it like any event.
+        """
+        event = SecurityEvent(reason, detail, source=source, device=device, extra=extra)
+        return self.record([event])[0]
+
+    # -- verification support (msec verify) ------------------------------------------------
+
+    def leaf_data(self, conn: Connection, refs: Sequence[str]) -> dict[str, bytes]:
+        """Recompute the leaf data of the events named by ``refs``; missing ones left out."""
+        ids = sorted({int(ref) for ref in refs if ref.isdigit()})
+        c = events_table.c
+        columns = [c[name] for name in _EVENT_COLUMNS]
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), 500):
+            stmt = select(*columns).where(c.id.in_(ids[start : start + 500]))
+            for row in conn.execute(stmt):
+                found[str(row[0])] = event_leaf_data(row)
+        return found
+
+    def count_in(self, conn: Connection) -> int:
+        """How many events are stored, on the caller's connection."""
+        return int(conn.execute(select(func.count()).select_from(events_table)).scalar_one())
+
+    def refs_in(self, conn: Connection) -> Iterator[str]:
+        """The ref (id) of every stored event, on the caller's connection."""
+        for (id_,) in conn.execute(select(events_table.c.id)):
+            yield str(id_)
 
 
 def _event(row: Any) -> SecurityEvent:

@@ -189,8 +189,13 @@ def spawn_worker(
     batch_wait_ms: int = 20,
     log_path: Path | None = None,
     commit_log: Path | None = None,
+    settings_json: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``msec worker`` as a child process (the password travels in its environment)."""
+    """Start ``msec worker`` as a child process (the password travels in its environment).
+
+    ``settings_json`` (``Settings.model_dump_json()``) gives the worker the installation's
+    settings (log origin, sensitive resources); without it the worker uses the defaults.
+    """
     args = [
         sys.executable,
         "-m",
@@ -223,6 +228,8 @@ def spawn_worker(
         args += ["--commit-log", str(commit_log)]
     # Never on the command line, which every local user can read with ps.
     env = dict(os.environ, MSEC_WORKER_MQTT_PASSWORD=broker.password or "")
+    if settings_json is not None:
+        env["MSEC_WORKER_SETTINGS"] = settings_json
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(args, env=env, stdout=out, stderr=out)
 

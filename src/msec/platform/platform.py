@@ -7,13 +7,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from msec.core.errors import MsecError
 from msec.guard.sql import SqlEventLog
 from msec.ingest.pipeline import Ingestor
-from msec.platform.secrets import key_encryption_key, platform_secrets
+from msec.platform.secrets import key_encryption_key, log_signer_key, platform_secrets
 from msec.platform.settings import Settings
+from msec.platform.trust import TrustLog, leaf_sources
 from msec.registry.base import Algorithm, DeviceRecord
 from msec.registry.sql import SqlRegistry
 from msec.sdk.device import Device, Endpoint
+from msec.tlog import NoteSigner, SqlLog
 from msec.twin.engine import make_engine
 from msec.twin.sql import SqlTwin
 
@@ -32,22 +35,34 @@ class Platform:
     events: SqlEventLog
     ingestor: Ingestor
     secrets: dict[str, str]
+    trust: TrustLog
 
     @classmethod
-    def open(cls, settings: Settings) -> Platform:
-        if not settings.data_dir.exists():
+    def open(cls, settings: Settings, *, create: bool = True) -> Platform:
+        """Open the installation, creating its data dir, keys and tables where missing.
+
+        With ``create=False`` (auditing) nothing is created or changed: a missing data
+        dir, SQLite database or key raises :class:`MsecError`.
+        """
+        data_dir = settings.data_dir
+        if not create:
+            _require_existing(settings)
+        elif not data_dir.exists():
             # Readings, keys and logs are nobody else's business on a shared host.
-            settings.data_dir.mkdir(parents=True, mode=0o700)
+            data_dir.mkdir(parents=True, mode=0o700)
         engine = make_engine(settings.database_url)
-        registry = SqlRegistry(engine, kek=key_encryption_key(settings.data_dir))
-        twin = SqlTwin(engine)
-        events = SqlEventLog(engine)
-        for part in (registry, twin, events):
-            part.create_schema()
+        registry = SqlRegistry(engine, kek=key_encryption_key(data_dir))
+        log = SqlLog(engine)
+        twin = SqlTwin(engine, log=log)
+        events = SqlEventLog(engine, log=log)
+        if create:
+            for part in (registry, log, twin, events):
+                part.create_schema()
+        signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
+        trust = TrustLog(engine, log, signer, settings.witness_file, leaf_sources(twin, events))
         ingestor = Ingestor(registry, twin, events)
-        return cls(
-            settings, engine, registry, twin, events, ingestor, platform_secrets(settings.data_dir)
-        )
+        secrets = platform_secrets(settings.data_dir)
+        return cls(settings, engine, registry, twin, events, ingestor, secrets, trust)
 
     def add_device(
         self,
@@ -97,3 +112,13 @@ class Platform:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _require_existing(settings: Settings) -> None:
+    data_dir = settings.data_dir
+    for path in (data_dir, data_dir / "keys" / "kek.key", data_dir / "keys" / "log.key"):
+        if not path.exists():
+            raise MsecError(f"{path} does not exist: is {data_dir} an msec data directory?")
+    url = sa.engine.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise MsecError(f"no database at {url.database}")

@@ -21,6 +21,7 @@ import uvicorn
 from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
+from msec.tlog import LogError
 from msec.transport.broker import EmbeddedBroker, free_port, wait_for_port, write_password_file
 from msec.web.app import create_app
 from msec.web.metrics import IngestCollector, make_registry
@@ -95,6 +96,10 @@ class Runtime:
             self._threads.append(threading.Thread(target=fleet.run, name="simulators", daemon=True))
         monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._threads.append(monitor)
+        checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="checkpoints", daemon=True
+        )
+        self._threads.append(checkpointer)
         for thread in self._threads:
             thread.start()
 
@@ -116,6 +121,7 @@ class Runtime:
             batch_max=mqtt.batch_max,
             batch_wait_ms=mqtt.batch_wait_ms,
             log_path=self.run_dir / f"worker-{index}.log",
+            settings_json=self.settings.model_dump_json(),
         )
 
     def _wait_for_workers(self) -> None:
@@ -138,6 +144,7 @@ class Runtime:
             tokens={self.platform.secrets["operator_token"]: "operator"},
             metrics=make_registry(collector),
             health=self._health,
+            trust=self.platform.trust,
         )
         config = uvicorn.Config(
             app, host=http.host, port=port, log_level="warning", access_log=False
@@ -193,6 +200,28 @@ class Runtime:
                     self._workers[index] = self._spawn_worker(index)
                     started[index], due[index] = now, None
 
+    def _checkpoint_loop(self) -> None:
+        """Sign a checkpoint whenever the log grew (every ``log.checkpoint_interval_s``).
+
+        A rollback or inconsistency found on the way is a security event, once, and the
+        log then signs nothing more until an operator has looked (``msec verify``).
+        """
+        trust = self.platform.trust
+        interval = self.settings.log.checkpoint_interval_s
+        signed = -1
+        while not self._stop.wait(interval):
+            try:
+                size = trust.log.size()
+                if size != signed:
+                    trust.checkpoint()
+                    signed = size
+            except LogError as exc:
+                log.error("transparency log: %s; no more checkpoints are signed", exc)
+                self.platform.events.warn("log_inconsistent", str(exc), source="checkpointer")
+                return
+            except Exception:  # the database may be down for a while: try again later
+                log.exception("signing a checkpoint failed; retrying")
+
     def write_demo_file(self) -> Path:
         """Where to reach this run: ``<data_dir>/demo.json`` for the demo, else
         ``<data_dir>/run/runtime.json``: URL, broker address and the accounts' API tokens
@@ -244,4 +273,8 @@ class Runtime:
                 worker.wait()
         if self.broker is not None:
             self.broker.stop()
+        try:
+            self.platform.trust.checkpoint()  # cover everything the workers stored last
+        except Exception as exc:
+            log.error("the final checkpoint was not signed: %s", exc)
         self.platform.close()

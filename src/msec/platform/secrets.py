@@ -48,3 +48,24 @@ def platform_secrets(data_dir: Path) -> dict[str, str]:
         }
         _write_private(path, json.dumps(values, indent=2).encode())
     return json.loads(path.read_text())
+
+
+def log_signer_key(data_dir: Path, origin: str) -> str:
+    """The transparency log's secret note key (``keys/log.key``), created on first use.
+
+    A C2SP signer key string ``PRIVATE+KEY+<origin>+<id>+<base64>``; the caller parses it.
+    Raises ``ValueError`` if the stored key belongs to another origin: a log's key and
+    origin never change (the checkpoints signed so far would no longer verify).
+    """
+    from msec.tlog import NoteSigner
+
+    path = data_dir / "keys" / "log.key"
+    if not path.exists():
+        _write_private(path, NoteSigner.generate(origin).to_string().encode())
+    skey = path.read_text().strip()
+    name = skey.removeprefix("PRIVATE+KEY+").split("+", 1)[0]
+    if name != origin:
+        raise ValueError(
+            f"{path} is the key of log {name!r}, not {origin!r}: the log origin cannot change"
+        )
+    return skey

@@ -72,6 +72,33 @@ class HttpSettings(BaseModel):
     port: int = 8080
 
 
+class LogSettings(BaseModel):
+    """The transparency log (``[log]``): where checkpoints are signed and witnessed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The log's origin line and key name (C2SP); empty means ``msec.local/<tenant>``.
+    origin: str = ""
+    #: How often a new checkpoint is signed while the log grows.
+    checkpoint_interval_s: float = Field(1.0, gt=0, le=3600)
+    #: A file holding the newest checkpoint this installation signed or verified. The log
+    #: refuses to sign, and ``msec verify`` fails, if the database is behind it (a rollback).
+    #: Empty means ``<data_dir>/witness/checkpoint``; put it on other storage than the
+    #: database (another disk or host) so that restoring an old database cannot touch it.
+    witness_file: Path | None = None
+
+
+class SensitiveSettings(BaseModel):
+    """Which resources hold personal data (``[sensitive]``): stored in the companion store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``provider/service/resource`` patterns (``fnmatch``: ``*`` and ``?``), e.g.
+    #: ``["home-*/*/*"]``. Readings of a matching resource are encrypted under their
+    #: subject's data key (the device's subject, else its name) and erasable.
+    resources: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     """Everything ``msec serve`` and ``msec demo`` need; see the module docstring."""
 
@@ -82,6 +109,16 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
     http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    sensitive: SensitiveSettings = SensitiveSettings()
+
+    @property
+    def log_origin(self) -> str:
+        return self.log.origin or f"msec.local/{self.tenant}"
+
+    @property
+    def witness_file(self) -> Path:
+        return self.log.witness_file or self.data_dir / "witness" / "checkpoint"
 
     @property
     def database_url(self) -> str:

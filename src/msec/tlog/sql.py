@@ -34,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Double,
     Engine,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -88,6 +89,8 @@ leaves_table = Table(
     Column("kind", Text, nullable=False),
     Column("ref", Text, nullable=False),
     Column("created", Double, nullable=False),
+    # Finding a record's leaf (its proof) by what it refers to.
+    Index("ix_tlog_leaves_ref", "ref"),
 )
 
 tiles_table = Table(
@@ -507,6 +510,14 @@ class SqlLog:
                 LogEntry(int(idx), bytes(value), kind, ref, float(created))
                 for idx, value, kind, ref, created in conn.execute(query)
             ]
+
+    def find(self, kind: str, ref: str) -> int | None:
+        """Return the index of the first leaf of ``kind`` with ``ref``, or ``None``."""
+        c = leaves_table.c
+        query = select(func.min(c.idx)).where(c.ref == ref, c.kind == kind)
+        with self._engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else int(found)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Return the RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves.

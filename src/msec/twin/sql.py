@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+import cbor2
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -46,6 +47,7 @@ from sqlalchemy.exc import DBAPIError
 from msec.core.errors import MsecError
 from msec.core.kinds import UnknownKind, get_kind
 from msec.core.models import Reading, ResourceValue, Value
+from msec.tlog import SqlLog, leaf_hash
 from msec.twin.base import ProviderInfo
 
 metadata = MetaData()
@@ -180,6 +182,46 @@ _Row = tuple[str, int, str, str, str, float | None, str | None, float, float]
 #: One latest value, in the column order of ``twin_resources``.
 _Latest = tuple[str, str, str, str | None, str, float | None, str | None, float, int]
 _READING_COLUMNS = tuple(column.name for column in readings_table.c)
+
+READING_LEAF: Final = "reading"
+"""Log leaf kind of a stored reading; its ref is ``"<provider>/<seq>"``."""
+_READING_LEAF_TAG: Final = "msec.twin.reading/1"
+
+
+def reading_leaf_data(row: Sequence[Any]) -> bytes:
+    """The log leaf data of one stored ``twin_readings`` row: canonical CBOR of its columns.
+
+    ``row`` is (provider, seq, service, resource, value_type, value_num, value_text,
+    timestamp, stored_at), exactly as stored, so that ``msec verify`` can recompute the
+    leaf from the database. The first element names the format.
+    """
+    provider, seq, service, resource, value_type, num, text, timestamp, stored_at = row
+    return cbor2.dumps(
+        [
+            _READING_LEAF_TAG,
+            provider,
+            int(seq),
+            service,
+            resource,
+            value_type,
+            None if num is None else float(num),
+            text,
+            float(timestamp),
+            None if stored_at is None else float(stored_at),
+        ],
+        canonical=True,
+    )
+
+
+def reading_ref(provider: str, seq: int) -> str:
+    """The log ref of a reading (device names never contain ``/``)."""
+    return f"{provider}/{seq}"
+
+
+def _log_entries(rows: Sequence[_Row]) -> list[tuple[bytes, str, str]]:
+    return [
+        (leaf_hash(reading_leaf_data(row)), READING_LEAF, f"{row[0]}/{row[1]}") for row in rows
+    ]
 _LATEST_COLUMNS = tuple(column.name for column in resources_table.c)
 
 
@@ -428,7 +470,7 @@ class SqlTwin:
     transaction is then rolled back and nothing of the call is stored.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, log: SqlLog | None = None) -> None:
         dialect = engine.dialect.name
         self._insert: Callable[[Table], sqlite.Insert | postgresql.Insert]
         self._writer: _Writer
@@ -439,6 +481,8 @@ class SqlTwin:
         else:
             raise MsecError(f"SqlTwin supports sqlite and postgresql, not {dialect!r}")
         self._engine = engine
+        #: Where every new reading becomes a leaf, in the same transaction (None: no log).
+        self.log = log
         # Providers are never deleted, so a provider seen once stays known.
         self._kinds: dict[str, str] = {}
 
@@ -492,7 +536,9 @@ class SqlTwin:
         """Store ``readings`` in one transaction and return those that were new, in input order.
 
         A reading whose ``(provider, seq)`` is already stored, or repeats an earlier one
-        of the same batch, is skipped. For each resource the latest value moves to the
+        of the same batch, is skipped. With a log, every new reading is appended to it as a
+        leaf (:func:`reading_leaf_data`) in the same transaction, in (provider, seq) order:
+        a reading is never stored without its leaf. For each resource the latest value moves to the
         newest reading by ``(timestamp, seq)``, never backwards; each provider's
         ``last_seen`` becomes its newest reading's timestamp and ``battery`` / ``rssi``
         its latest ``health`` values. When this returns, all of it is committed.
@@ -517,6 +563,8 @@ class SqlTwin:
             self._writer.begin(conn)
             kinds = self._provider_kinds(conn, {provider for provider, _ in unique})
             new_rows = self._writer.store(conn, rows, kinds)
+            if new_rows and self.log is not None:
+                self.log.append(_log_entries(new_rows), conn=conn)
         new_keys = {(row[0], row[1]) for row in new_rows}
         return [reading for key, reading in unique.items() if key in new_keys]
 
@@ -648,6 +696,41 @@ class SqlTwin:
                         if at is not None:
                             found[(provider, int(seq))] = at
         return found
+
+    # -- verification support (msec verify) ------------------------------------------------
+
+    def leaf_data(self, conn: Connection, refs: Sequence[str]) -> dict[str, bytes]:
+        """Recompute the leaf data of the readings named by ``refs`` from what is stored.
+
+        Refs that name no stored reading (or are malformed) are left out of the result.
+        Primary-key lookups, 500 a statement, on the caller's connection (one snapshot).
+        """
+        by_provider: dict[str, list[int]] = {}
+        for ref in refs:
+            provider, _, seq = ref.rpartition("/")
+            if provider and seq.isdigit():
+                by_provider.setdefault(provider, []).append(int(seq))
+        r = readings_table.c
+        columns = [r[name] for name in _READING_COLUMNS]
+        found: dict[str, bytes] = {}
+        for provider, seqs in by_provider.items():
+            for start in range(0, len(seqs), 500):
+                stmt = select(*columns).where(
+                    r.provider == provider, r.seq.in_(seqs[start : start + 500])
+                )
+                for row in conn.execute(stmt):
+                    found[f"{row[0]}/{row[1]}"] = reading_leaf_data(row)
+        return found
+
+    def count_in(self, conn: Connection) -> int:
+        """How many readings are stored, on the caller's connection."""
+        return int(conn.execute(select(func.count()).select_from(readings_table)).scalar_one())
+
+    def refs_in(self, conn: Connection) -> Iterator[str]:
+        """The ref of every stored reading, on the caller's connection."""
+        r = readings_table.c
+        for provider, seq in conn.execute(select(r.provider, r.seq)):
+            yield f"{provider}/{seq}"
 
 
 def _provider_info(row: Any, resources: tuple[ResourceValue, ...] = ()) -> ProviderInfo:

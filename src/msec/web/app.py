@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): health, the twin, security events, HTTP ingest, metrics.
+"""The HTTP API (FastAPI): health, the twin, security events, ingest, metrics, the log.
 
 OpenAPI is served at ``/docs`` and ``/openapi.json``. Every route except health and ingest
 needs ``Authorization: Bearer <token>``; ingest is authenticated by the envelope's own
@@ -24,7 +24,9 @@ from msec.core.models import SecurityEvent
 from msec.crypto.envelope import MAX_ENVELOPE_BYTES
 from msec.guard.base import EventLog
 from msec.ingest.pipeline import Incoming, Ingestor
+from msec.platform.trust import TrustLog
 from msec.twin.base import Twin
+from msec.web.log_api import log_router
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -46,8 +48,12 @@ def create_app(
     tokens: Mapping[str, str],
     metrics: CollectorRegistry | None = None,
     health: Callable[[], dict[str, Any]] | None = None,
+    trust: TrustLog | None = None,
 ) -> FastAPI:
-    """The API over the given backends; ``tokens`` maps bearer token -> role name."""
+    """The API over the given backends; ``tokens`` maps bearer token -> role name.
+
+    With ``trust``, the transparency log's routes (``/api/v1/log/...``) are served too.
+    """
     # Swagger UI and ReDoc served from the package, not a CDN: a closed network gets them too.
     app: FastAPI = FastAPIOffline(
         title="M-Sec platform API",
@@ -207,6 +213,8 @@ def create_app(
             raise HTTPException(404, "metrics are not enabled")
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
+    if trust is not None:
+        app.include_router(log_router(trust, principal))
     return app
 
 

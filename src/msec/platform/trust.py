@@ -1,0 +1,172 @@
+"""The platform's trust layer: its transparency log, checkpoints, witness file and audit.
+
+Every reading the twin stores and every security event the guard records is a leaf of one
+:class:`~msec.tlog.SqlLog`, appended in the same transaction (see ``SqlTwin(log=...)`` and
+``SqlEventLog(log=...)``). This module signs checkpoints of that log with the installation's
+key (``keys/log.key``), keeps the newest one in a witness file outside the database, and
+runs the full audit behind ``msec verify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from msec.guard.sql import EVENT_LEAF, SqlEventLog
+from msec.tlog import (
+    Checkpoint,
+    LogError,
+    NoteError,
+    NoteSigner,
+    NoteVerifier,
+    ProofError,
+    SqlLog,
+    open_checkpoint,
+    verify_consistency,
+)
+from msec.tlog.audit import AuditReport, ExternalCheckpoint, LeafSource, audit
+from msec.twin.sql import READING_LEAF, SqlTwin
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RollbackDetected", "TrustLog", "leaf_sources"]
+
+
+class RollbackDetected(LogError):
+    """The database holds fewer or other leaves than a checkpoint kept outside it."""
+
+
+class TrustLog:
+    """Checkpoints, witness and audit of one installation's log.
+
+    ``signer`` is the log's note key; its name is the log's origin.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        log: SqlLog,
+        signer: NoteSigner,
+        witness_file: Path,
+        sources: Mapping[str, LeafSource],
+    ) -> None:
+        self.engine = engine
+        self.log = log
+        self.signer = signer
+        self.origin = signer.name
+        self.witness_file = witness_file
+        self.sources = dict(sources)
+        self._signing = threading.Lock()
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return self.signer.verifier()
+
+    def verifier_key(self) -> str:
+        """The log's public key in the C2SP note format ``<name>+<hex id>+<base64>``."""
+        return self.verifier.to_string()
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def latest(self) -> str:
+        """The newest signed checkpoint, signing one first if the log grew since."""
+        note = self.log.latest_checkpoint()
+        if note is not None and open_checkpoint(note, [self.verifier]).size == self.log.size():
+            return note
+        return self.checkpoint()
+
+    def checkpoint(self) -> str:
+        """Sign a checkpoint of the current tree, after checking it against the witness.
+
+        Raises :class:`RollbackDetected` (signing nothing) when the database is behind or
+        inconsistent with the witness checkpoint, :class:`LogError` when it is inconsistent
+        with its own last checkpoint. On success the witness file holds the new checkpoint.
+        """
+        with self._signing:
+            witnessed = self.read_witness()
+            if witnessed is not None:
+                self._check_against(witnessed, "the witness checkpoint")
+            note = self.log.checkpoint(self.signer, self.origin)
+            if witnessed is None or open_checkpoint(note, [self.verifier]).size > witnessed.size:
+                self.write_witness(note)
+            return note
+
+    def _check_against(self, checkpoint: Checkpoint, what: str) -> None:
+        size = self.log.size()
+        if checkpoint.size > size:
+            raise RollbackDetected(
+                f"{what} has {checkpoint.size} leaves but the database only {size}: "
+                "the database was rolled back or truncated"
+            )
+        try:
+            proof = self.log.consistency_proof(checkpoint.size, size)
+            verify_consistency(checkpoint.size, size, checkpoint.root, self.log.root(size), proof)
+        except (ProofError, LogError) as exc:
+            raise RollbackDetected(
+                f"the database is not consistent with {what} ({checkpoint.size} leaves)"
+            ) from exc
+
+    # -- the witness file --------------------------------------------------------------------
+
+    def read_witness(self, path: Path | None = None) -> Checkpoint | None:
+        """The checkpoint in the witness file, or ``None`` if there is no file yet.
+
+        Raises :class:`NoteError` if the file holds anything but a checkpoint of this log.
+        """
+        path = path or self.witness_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        checkpoint = open_checkpoint(text, [self.verifier])
+        if checkpoint.origin != self.origin:
+            raise NoteError(f"{path} holds a checkpoint of {checkpoint.origin!r}")
+        return checkpoint
+
+    def write_witness(self, note: str, path: Path | None = None) -> None:
+        """Replace the witness file with ``note`` atomically (fsynced, then renamed)."""
+        path = path or self.witness_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(note)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- audit -------------------------------------------------------------------------------
+
+    def verify(
+        self,
+        *,
+        external: Sequence[ExternalCheckpoint] = (),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> AuditReport:
+        """Audit the whole log (see :func:`msec.tlog.audit.audit`)."""
+        return audit(
+            self.engine,
+            self.sources,
+            self.verifier,
+            self.origin,
+            external=external,
+            progress=progress,
+        )
+
+
+def leaf_sources(
+    twin: SqlTwin, events: SqlEventLog, *more: tuple[str, LeafSource]
+) -> dict[str, LeafSource]:
+    """The leaf kinds the platform writes and where the audit finds their rows."""
+    sources: dict[str, LeafSource] = {READING_LEAF: twin, EVENT_LEAF: events}
+    sources.update(more)
+    return sources

@@ -1,0 +1,476 @@
+"""Full audit of a :class:`~msec.tlog.sql.SqlLog` against what the platform stores.
+
+What ``msec verify`` runs. In one read snapshot of the database it
+
+1. streams every leaf in index order and checks that indexes are dense and end at the
+   stored tree size;
+2. asks the leaf's *source* (the twin for readings, the guard for security events, the
+   companion store for encrypted records and erasures) for the leaf data recomputed from
+   the stored row, hashes it (RFC 9162) and compares it with the stored leaf hash;
+3. rebuilds the tree from the recomputed hashes, compares every stored tile with it, and
+   computes the root at the size of every stored checkpoint, every anchor read from a
+   chain and the witness checkpoint, comparing roots and checking signatures;
+4. counts each source's rows and names every row that has no leaf (inserted).
+
+Every problem found is reported with the leaf index and ref it concerns; nothing stops at
+the first one. Pure logic over SQLAlchemy Core: SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from sqlalchemy import Connection, Engine, bindparam, func, select
+
+from msec.tlog.checkpoint import Checkpoint, NoteError, NoteVerifier, open_checkpoint
+from msec.tlog.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash
+from msec.tlog.sql import (
+    TILE_WIDTH,
+    checkpoints_table,
+    leaves_table,
+    state_table,
+    tiles_table,
+)
+
+__all__ = ["AuditReport", "Erased", "ExternalCheckpoint", "LeafSource", "Problem", "audit"]
+
+_NODE: Final = b"\x01"
+_CHUNK: Final = 10_000
+_ABSENT: Final = b"\x00" * HASH_SIZE
+"""Stands in for a leaf missing from storage, so the rest can still be checked."""
+_MAX_NAMED: Final = 1000
+"""Problems of one kind named individually; past that they are counted."""
+
+
+@dataclass(frozen=True)
+class Erased:
+    """Returned by a source for a record it deleted on purpose (crypto-shredding).
+
+    Accepted only if the log holds the leaf ``(kind, ref)`` (the erasure entry) at a
+    higher index than the erased record's leaf.
+    """
+
+    kind: str
+    ref: str
+
+
+class LeafSource(Protocol):
+    """Where the leaves of one kind come from, as the auditor needs it."""
+
+    def leaf_data(self, conn: Connection, refs: Sequence[str]) -> Mapping[str, bytes | Erased]:
+        """The leaf data recomputed from the stored rows; refs without a row are left out."""
+        ...
+
+    def count_in(self, conn: Connection) -> int:
+        """How many rows of this kind are stored (each should have exactly one leaf)."""
+        ...
+
+    def refs_in(self, conn: Connection) -> Iterator[str]:
+        """The ref of every stored row of this kind."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExternalCheckpoint:
+    """A checkpoint kept outside the database: a witness file's note or a chain anchor.
+
+    ``note`` (a signed checkpoint) is opened with the log's key; without it ``size`` and
+    ``root`` are taken as given (an anchor read from a contract only the log can write).
+    """
+
+    source: str
+    size: int = 0
+    root: bytes = b""
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, with where it is. ``what`` is a stable machine name."""
+
+    what: str
+    detail: str
+    index: int | None = None
+    ref: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"what": self.what, "index": self.index, "ref": self.ref, "detail": self.detail}
+
+
+@dataclass
+class AuditReport:
+    """What an audit checked and found; ``ok`` when nothing is wrong."""
+
+    size: int = 0
+    leaves: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    erased: int = 0
+    tiles: int = 0
+    checkpoints: int = 0
+    external: int = 0
+    root: bytes = EMPTY_ROOT
+    problems: list[Problem] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    _named: dict[str, int] = field(default_factory=dict, repr=False)
+    suppressed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.suppressed
+
+    def add(self, problem: Problem) -> None:
+        named = self._named.get(problem.what, 0)
+        if named >= _MAX_NAMED:
+            self.suppressed[problem.what] = self.suppressed.get(problem.what, 0) + 1
+            return
+        self._named[problem.what] = named + 1
+        self.problems.append(problem)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "leaves": self.leaves,
+            "by_kind": dict(sorted(self.by_kind.items())),
+            "erased": self.erased,
+            "tiles": self.tiles,
+            "checkpoints": self.checkpoints,
+            "external": self.external,
+            "root": self.root.hex(),
+            "problems": [p.as_dict() for p in self.problems],
+            "suppressed": dict(self.suppressed),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+class _TreeBuilder:
+    """Rebuilds the tree leaf by leaf: roots at any size, and the tiles as stored."""
+
+    def __init__(self, on_tile: Callable[[int, int, bytes], None]) -> None:
+        self.size = 0
+        self._stack: list[tuple[int, bytes]] = []  # compact range: (height, hash)
+        self._levels: list[list[bytes]] = [[]]  # the pending (partial) tile of each level
+        self._tile_numbers: list[int] = [0]
+        self._on_tile = on_tile
+
+    def push(self, value: bytes) -> None:
+        sha256 = hashlib.sha256
+        stack = self._stack
+        height, node = 0, value
+        while stack and stack[-1][0] == height:
+            node = sha256(_NODE + stack.pop()[1] + node).digest()
+            height += 1
+        stack.append((height, node))
+        self.size += 1
+        self._add(0, value)
+
+    def _add(self, level: int, value: bytes) -> None:
+        pending = self._levels[level]
+        pending.append(value)
+        if len(pending) == TILE_WIDTH:
+            blob = b"".join(pending)
+            self._on_tile(level, self._tile_numbers[level], blob)
+            self._tile_numbers[level] += 1
+            pending.clear()
+            if len(self._levels) == level + 1:
+                self._levels.append([])
+                self._tile_numbers.append(0)
+            self._add(level + 1, _fold_full(blob))
+
+    def partial_tiles(self) -> Iterator[tuple[int, int, bytes]]:
+        for level, pending in enumerate(self._levels):
+            if pending:
+                yield level, self._tile_numbers[level], b"".join(pending)
+
+    def tile_count(self) -> int:
+        full = sum(self._tile_numbers)
+        return full + sum(1 for pending in self._levels if pending)
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        result = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            result = hashlib.sha256(_NODE + left + result).digest()
+        return result
+
+
+def _fold_full(blob: bytes) -> bytes:
+    sha256 = hashlib.sha256
+    row = blob
+    pair = 2 * HASH_SIZE
+    while len(row) > HASH_SIZE:
+        row = b"".join(
+            [sha256(_NODE + row[i : i + pair]).digest() for i in range(0, len(row), pair)]
+        )
+    return row
+
+
+def _snapshot(engine: Engine) -> Connection:
+    """A connection reading one consistent snapshot until closed."""
+    if engine.dialect.name == "sqlite":
+        conn = engine.connect()
+        # pysqlite opens no transaction for reads; an explicit one pins the WAL snapshot.
+        conn.exec_driver_sql("BEGIN")
+        return conn
+    return engine.connect().execution_options(isolation_level="REPEATABLE READ")
+
+
+def audit(
+    engine: Engine,
+    sources: Mapping[str, LeafSource],
+    verifier: NoteVerifier,
+    origin: str,
+    *,
+    external: Sequence[ExternalCheckpoint] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> AuditReport:
+    """Check the whole log on ``engine`` against ``sources`` (leaf kind → source).
+
+    ``verifier`` is the log's key and ``origin`` its origin: every stored checkpoint, and
+    every ``external`` one with a note, must carry a valid signature for that origin.
+    ``progress(done, total)`` is called as leaves are checked. Raises only for database
+    errors (the caller reports them as I/O errors); everything found wrong is in the report.
+    """
+    started = time.perf_counter()
+    report = AuditReport()
+    conn = _snapshot(engine)
+    try:
+        _audit(conn, report, sources, verifier, origin, external, progress)
+    finally:
+        conn.close()
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _audit(
+    conn: Connection,
+    report: AuditReport,
+    sources: Mapping[str, LeafSource],
+    verifier: NoteVerifier,
+    origin: str,
+    external: Sequence[ExternalCheckpoint],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    size_row = conn.execute(select(state_table.c.size)).scalar()
+    size = int(size_row or 0)
+    report.size = size
+    targets = _targets(conn, report, verifier, origin, external)
+
+    stored_tiles = _TileChecker(conn, report)
+    builder = _TreeBuilder(stored_tiles.check)
+    wanted = {target_size for target_size, _ in targets if target_size <= size}
+    roots: dict[int, bytes] = {0: EMPTY_ROOT} if 0 in wanted else {}
+
+    def push(value: bytes) -> None:
+        builder.push(value)
+        if builder.size in wanted:
+            roots[builder.size] = builder.root()
+
+    erased: list[tuple[int, str, Erased]] = []
+    logged: dict[str, int] = {}  # leaves per kind
+    found: dict[str, int] = {}  # leaves per kind whose row is stored
+    positions: dict[tuple[str, str], int] = {}  # leaf index of each (kind, ref), first one
+
+    c = leaves_table.c
+    expected = 0
+    last = -1
+    while True:
+        rows = conn.execute(
+            select(c.idx, c.leaf_hash, c.kind, c.ref)
+            .where(c.idx > last)
+            .order_by(c.idx)
+            .limit(_CHUNK)
+        ).all()
+        if not rows:
+            break
+        last = int(rows[-1][0])
+        refs_by_kind: dict[str, list[str]] = {}
+        for _, _, kind, ref in rows:
+            refs_by_kind.setdefault(kind, []).append(ref)
+        data = {
+            kind: sources[kind].leaf_data(conn, refs)
+            for kind, refs in refs_by_kind.items()
+            if kind in sources
+        }
+        for idx, stored, kind, ref in rows:
+            idx, stored = int(idx), bytes(stored)
+            if idx >= size:
+                report.add(Problem("extra_leaf", f"a leaf beyond the tree size {size}", idx, ref))
+                continue
+            while expected < idx:
+                report.add(Problem("missing_leaf", "no leaf is stored at this index", expected))
+                push(_ABSENT)
+                expected += 1
+            logged[kind] = logged.get(kind, 0) + 1
+            positions.setdefault((kind, ref), idx)
+            value = stored
+            recomputed = data[kind].get(ref) if kind in data else None
+            if kind not in sources:
+                report.add(Problem("unknown_kind", f"a leaf of unknown kind {kind!r}", idx, ref))
+            elif recomputed is None:
+                report.add(
+                    Problem("missing_record", f"the {kind} this leaf logs is gone", idx, ref)
+                )
+            elif isinstance(recomputed, Erased):
+                erased.append((idx, ref, recomputed))
+            else:
+                found[kind] = found.get(kind, 0) + 1
+                value = leaf_hash(recomputed)
+                if value != stored:
+                    report.add(
+                        Problem(
+                            "modified", f"the stored {kind} no longer matches its leaf", idx, ref
+                        )
+                    )
+            push(value)
+            expected = idx + 1
+            report.leaves += 1
+        if progress is not None:
+            progress(min(expected, size), size)
+    while expected < size:
+        report.add(Problem("missing_leaf", "no leaf is stored at this index", expected))
+        push(_ABSENT)
+        expected += 1
+    report.by_kind = logged
+    report.root = builder.root()
+
+    for level, tile, blob in builder.partial_tiles():
+        stored_tiles.check(level, tile, blob)
+    report.tiles = builder.tile_count()
+    stored_tiles.finish(report.tiles)
+
+    for index, ref, marker in erased:
+        at = positions.get((marker.kind, marker.ref))
+        if at is None or at < index:
+            report.add(
+                Problem("missing_record", "a record deleted without an erasure entry", index, ref)
+            )
+        else:
+            report.erased += 1
+
+    for target_size, target in targets:
+        if target_size > size:
+            report.add(
+                Problem(
+                    "rollback",
+                    f"{target.source} has {target_size} leaves but the log only {size}: "
+                    "leaves were truncated or the database was rolled back",
+                )
+            )
+        elif roots.get(target_size) != target.root:
+            report.add(
+                Problem(
+                    "root_mismatch",
+                    f"{target.source}: the stored leaves give another root at size "
+                    f"{target_size}: a leaf before index {target_size} was changed, "
+                    "reordered, inserted or removed",
+                )
+            )
+
+    for kind, source in sources.items():
+        if source.count_in(conn) == found.get(kind, 0):
+            continue
+        logged_refs = {ref for (ref,) in conn.execute(select(c.ref).where(c.kind == kind))}
+        for ref in source.refs_in(conn):
+            if ref not in logged_refs:
+                report.add(Problem("inserted", f"a stored {kind} that no leaf logs", None, ref))
+
+
+def _targets(
+    conn: Connection,
+    report: AuditReport,
+    verifier: NoteVerifier,
+    origin: str,
+    external: Sequence[ExternalCheckpoint],
+) -> list[tuple[int, ExternalCheckpoint]]:
+    """Every (size, root) the rebuilt tree must match: stored checkpoints and external ones."""
+    targets: list[tuple[int, ExternalCheckpoint]] = []
+    cp = checkpoints_table.c
+    for size, root, note in conn.execute(select(cp.size, cp.root, cp.note).order_by(cp.size)):
+        size, root = int(size), bytes(root)
+        report.checkpoints += 1
+        where = f"checkpoint {size}"
+        checked = _open(note, verifier, origin, report, where)
+        if checked is not None and (checked.size != size or checked.root != root):
+            report.add(Problem("checkpoint", f"{where}: its note says size {checked.size}"))
+        targets.append((size, ExternalCheckpoint(where, size, root)))
+    for item in external:
+        report.external += 1
+        if item.note is not None:
+            checked = _open(item.note, verifier, origin, report, item.source)
+            if checked is None:
+                continue
+            targets.append(
+                (checked.size, ExternalCheckpoint(item.source, checked.size, checked.root))
+            )
+        else:
+            targets.append((item.size, item))
+    return targets
+
+
+def _open(
+    note: str, verifier: NoteVerifier, origin: str, report: AuditReport, where: str
+) -> Checkpoint | None:
+    try:
+        checkpoint = open_checkpoint(note, [verifier])
+    except NoteError as exc:
+        report.add(Problem("checkpoint", f"{where}: {exc}"))
+        return None
+    if checkpoint.origin != origin:
+        report.add(Problem("checkpoint", f"{where}: origin {checkpoint.origin!r}, not {origin!r}"))
+        return None
+    return checkpoint
+
+
+class _TileChecker:
+    """Compares rebuilt tiles with the stored ones, reading stored tiles in order."""
+
+    def __init__(self, conn: Connection, report: AuditReport) -> None:
+        self._conn = conn
+        self._report = report
+        t = tiles_table.c
+        self._query = select(t.hashes).where(
+            t.level == bindparam("level"), t.tile == bindparam("tile")
+        )
+
+    def check(self, level: int, tile: int, blob: bytes) -> None:
+        stored = self._conn.execute(self._query, {"level": level, "tile": tile}).scalar()
+        if stored is None:
+            self._report.add(Problem("tile", f"tile {level}/{tile} is missing"))
+            return
+        stored = bytes(stored)
+        if stored == blob:
+            return
+        if len(stored) != len(blob):
+            self._report.add(
+                Problem(
+                    "tile",
+                    f"tile {level}/{tile} holds {len(stored) // HASH_SIZE} hashes where the "
+                    f"leaves make {len(blob) // HASH_SIZE}",
+                )
+            )
+        if level == 0:
+            # Level-0 tiles hold the leaf hashes themselves: name the leaves that differ.
+            base = tile * TILE_WIDTH
+            for slot in range(min(len(stored), len(blob)) // HASH_SIZE):
+                span = slice(slot * HASH_SIZE, (slot + 1) * HASH_SIZE)
+                if stored[span] != blob[span]:
+                    self._report.add(
+                        Problem(
+                            "tile", f"tile 0/{tile} holds another hash for this leaf", base + slot
+                        )
+                    )
+        elif stored[: len(blob)] != blob[: len(stored)]:
+            self._report.add(Problem("tile", f"tile {level}/{tile} differs from the leaves"))
+
+    def finish(self, expected: int) -> None:
+        count = self._conn.execute(select(func.count()).select_from(tiles_table)).scalar_one()
+        if int(count) != expected:
+            self._report.add(
+                Problem("tile", f"{count} tiles stored where the leaves make {expected}")
+            )
