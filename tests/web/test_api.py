@@ -37,10 +37,15 @@ HISTORY = RESOURCE + "/history"
 API_PATHS = {
     "/api/v1/health", "/api/v1/providers", PROVIDER, RESOURCE, HISTORY,
     "/api/v1/security/events", "/api/v1/ingest",
+    "/api/v1/log/checkpoint", "/api/v1/log/key", "/api/v1/log/proof/inclusion",
+    "/api/v1/log/proof/consistency", "/api/v1/log/entries", "/api/v1/log/proof/record",
 }
 #: Routes that need no bearer token: health is public, ingest is authenticated by the
 #: envelope's own signature (see msec.web.app).
 PUBLIC = {"/api/v1/health", "/api/v1/ingest",
+          # The log's checkpoint, key and proofs: sizes and hashes anyone may check.
+          "/api/v1/log/checkpoint", "/api/v1/log/key", "/api/v1/log/proof/inclusion",
+          "/api/v1/log/proof/consistency",
           # The API's own documentation pages (served offline by fastapi-offline).
           "/docs", "/redoc", "/docs/oauth2-redirect"}
 
@@ -67,6 +72,7 @@ def client(platform: Platform, run_dir: Path) -> Iterator[TestClient]:
     app = create_app(
         twin=p.twin, events=p.events, ingestor=p.ingestor, tokens={"tok": "operator"},
         metrics=make_registry(IngestCollector(run_dir, lambda: p.ingestor.stats, p.events)),
+        trust=p.trust,
     )
     with TestClient(app) as c:
         yield c
@@ -134,7 +140,8 @@ def test_every_other_route_needs_the_token(client: TestClient, platform: Platfor
         "/api/v1/providers", "/api/v1/providers/x",
         "/api/v1/providers/x/services/x/resources/x",
         "/api/v1/providers/x/services/x/resources/x/history",
-        "/api/v1/security/events", "/metrics",
+        "/api/v1/security/events", "/metrics", "/api/v1/log/entries",
+        "/api/v1/log/proof/record",
     }
     for n, (method, url) in enumerate(urls, start=1):
         # A query parameter named like the handlers' role argument must not stand in for it.

@@ -26,7 +26,7 @@ from msec.guard.base import EventLog
 from msec.ingest.pipeline import Incoming, Ingestor
 from msec.platform.trust import TrustLog
 from msec.twin.base import Twin
-from msec.web.log_api import log_router
+from msec.web.log_api import add_log_routes
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -214,7 +214,7 @@ def create_app(
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     if trust is not None:
-        app.include_router(log_router(trust, principal))
+        add_log_routes(app, trust, principal)
     return app
 
 

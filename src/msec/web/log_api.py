@@ -9,20 +9,19 @@ Every query parameter is parsed here, strictly: anything malformed or out of ran
 400 with a message, never a 422 or a 500 (proof requests are what a hostile client fuzzes).
 """
 
-from __future__ import annotations
-
 import base64
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
 from msec.platform.trust import TrustLog
 from msec.tlog import LogError, open_checkpoint
 from msec.tlog.sql import MAX_ENTRIES_PER_READ
 
+_PREFIX = "/api/v1/log"
 _INT = re.compile(r"0|[1-9][0-9]{0,18}")
 _MAX_REF = 512
 
@@ -42,9 +41,8 @@ def _int(name: str, raw: str | None, *, default: int | None = None) -> int:
     return int(raw)
 
 
-def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
-    """Routes under ``/api/v1/log``; ``principal`` is the API's bearer-token dependency."""
-    router = APIRouter(prefix="/api/v1/log", tags=["log"])
+def add_log_routes(app: FastAPI, trust: TrustLog, principal: Callable[..., Any]) -> None:
+    """Add the routes under ``/api/v1/log``; ``principal`` is the API's token dependency."""
     Role = Annotated[str, Depends(principal)]
     log = trust.log
 
@@ -56,7 +54,7 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
             raise HTTPException(400, f"size {size} is beyond the log's {tree} leaves")
         return size
 
-    @router.get("/checkpoint", response_class=PlainTextResponse)
+    @app.get(_PREFIX + "/checkpoint", tags=["log"], response_class=PlainTextResponse)
     def get_checkpoint() -> PlainTextResponse:
         """The newest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note)."""
         try:
@@ -65,15 +63,15 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
             raise HTTPException(503, f"the log refuses to sign: {exc}") from exc
         return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
 
-    @router.get("/key", response_class=PlainTextResponse)
+    @app.get(_PREFIX + "/key", tags=["log"], response_class=PlainTextResponse)
     def get_key() -> PlainTextResponse:
         """The log's verifier key, C2SP note format ``<name>+<hex key id>+<base64>``."""
         return PlainTextResponse(trust.verifier_key() + "\n", media_type="text/plain")
 
-    @router.get("/proof/inclusion")
+    @app.get(_PREFIX + "/proof/inclusion", tags=["log"])
     def get_inclusion(
-        index: Annotated[str | None, Query(max_length=20)] = None,
-        size: Annotated[str | None, Query(max_length=20)] = None,
+        index: Annotated[str | None, Query()] = None,
+        size: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
         at = _int("index", index)
@@ -87,10 +85,10 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
             "hashes": [_b64(h) for h in log.inclusion_proof(at, tree)],
         }
 
-    @router.get("/proof/consistency")
+    @app.get(_PREFIX + "/proof/consistency", tags=["log"])
     def get_consistency(
-        first: Annotated[str | None, Query(max_length=20)] = None,
-        second: Annotated[str | None, Query(max_length=20)] = None,
+        first: Annotated[str | None, Query()] = None,
+        second: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """RFC 9162 consistency proof between the trees of ``first`` and ``second`` leaves."""
         old = _int("first", first)
@@ -103,11 +101,11 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
             "hashes": [_b64(h) for h in log.consistency_proof(old, new)],
         }
 
-    @router.get("/entries")
+    @app.get(_PREFIX + "/entries", tags=["log"])
     def get_entries(
         _role: Role,
-        start: Annotated[str | None, Query(max_length=20)] = None,
-        end: Annotated[str | None, Query(max_length=20)] = None,
+        start: Annotated[str | None, Query()] = None,
+        end: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """Leaves ``[start, end)``, at most 1,000 a call (fewer past the end of the log)."""
         first = _int("start", start)
@@ -127,11 +125,11 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
             ]
         }
 
-    @router.get("/proof/record")
+    @app.get(_PREFIX + "/proof/record", tags=["log"])
     def get_record_proof(
         _role: Role,
-        kind: Annotated[str | None, Query(max_length=32)] = None,
-        ref: Annotated[str | None, Query(max_length=_MAX_REF)] = None,
+        kind: Annotated[str | None, Query()] = None,
+        ref: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """Everything needed to check one stored record against the newest checkpoint.
 
@@ -142,6 +140,8 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
         """
         if not kind or not ref:
             raise HTTPException(400, "query parameters 'kind' and 'ref' are required")
+        if len(ref) > _MAX_REF:
+            raise HTTPException(400, f"ref is longer than {_MAX_REF} characters")
         source = trust.sources.get(kind)
         if source is None:
             raise HTTPException(400, f"unknown leaf kind {kind!r}")
@@ -168,5 +168,3 @@ def log_router(trust: TrustLog, principal: Callable[..., Any]) -> APIRouter:
             "hashes": [_b64(h) for h in log.inclusion_proof(index, size)],
             "checkpoint": note,
         }
-
-    return router
