@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from msec.cli.trust import log_app, verify
+from msec.cli.trust import companion_app, erase, export, log_app, verify
 from msec.platform.settings import Settings
 
 app = typer.Typer(help="M-Sec open platform.", no_args_is_help=True, add_completion=False)
@@ -21,7 +21,10 @@ bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_
 app.add_typer(device_app, name="device")
 app.add_typer(bench_app, name="bench")
 app.add_typer(log_app, name="log")
+app.add_typer(companion_app, name="companion")
 app.command("verify")(verify)
+app.command("export")(export)
+app.command("erase")(erase)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[

@@ -1,8 +1,9 @@
-"""``msec verify`` and ``msec log ...``: auditing the transparency log from the command line."""
+"""``msec verify``, ``log``, ``export``, ``erase``, ``companion``: the trust layer's commands."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -174,3 +175,92 @@ def log_checkpoint(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> Non
         _fail(str(exc))
     finally:
         platform.close()
+
+
+companion_app = typer.Typer(
+    help="The companion store of sensitive subjects' records.", no_args_is_help=True
+)
+
+
+def export(
+    subject: Annotated[str, typer.Argument(help="The subject's name.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here (mode 0600), not stdout.")
+    ] = None,
+) -> None:
+    """Write everything stored about SUBJECT as JSON (data portability)."""
+    from msec.companion import CompanionError
+
+    try:
+        platform = _open(config, data_dir)
+    except (MsecError, OSError, ValueError) as exc:
+        _fail(f"cannot open the installation: {exc}")
+    try:
+        data = platform.export_subject(subject)
+    except CompanionError as exc:
+        _fail(str(exc))
+    finally:
+        platform.close()
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{out} exists: refusing to overwrite it")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    console.print(f"exported {len(data.get('records', []))} records of {subject} to {out}")
+
+
+def erase(
+    subject: Annotated[str, typer.Argument(help="The subject's name.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (stored in clear: no personal data).")
+    ] = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase SUBJECT: destroy its data key, delete its records, log the erasure."""
+    from msec.companion import CompanionError
+
+    if not yes and not typer.confirm(f"Erase every record of {subject!r}? This cannot be undone"):
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        platform = _open(config, data_dir)
+    except (MsecError, OSError, ValueError) as exc:
+        _fail(f"cannot open the installation: {exc}")
+    try:
+        erasure = platform.erase_subject(subject, reason=reason)
+    except CompanionError as exc:
+        _fail(str(exc))
+    finally:
+        platform.close()
+    console.print(
+        f"erased {erasure.record_count} records of {subject}; erasure logged at leaf "
+        f"{erasure.leaf_index} (subject id {erasure.subject_id})"
+    )
+
+
+@companion_app.command("rotate-kek")
+def rotate_kek(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    destroy_old: Annotated[
+        bool, typer.Option("--destroy-old", help="Delete the old key file afterwards.")
+    ] = False,
+) -> None:
+    """Re-wrap every subject's data key under a new key-encryption key file."""
+    try:
+        platform = _open(config, data_dir)
+    except (MsecError, OSError, ValueError) as exc:
+        _fail(f"cannot open the installation: {exc}")
+    try:
+        count = platform.rotate_companion_kek(destroy_old=destroy_old)
+    finally:
+        platform.close()
+    console.print(f"re-wrapped {count} data keys under a new keys/companion.kek")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from msec.companion import FileKeyWrapper, KeyRing, SqlCompanion
+from msec.companion import leaf_sources as companion_sources
 from msec.core.errors import MsecError
 from msec.guard.sql import SqlEventLog
 from msec.ingest.pipeline import Ingestor
@@ -36,6 +38,7 @@ class Platform:
     ingestor: Ingestor
     secrets: dict[str, str]
     trust: TrustLog
+    companion: SqlCompanion
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = True) -> Platform:
@@ -55,14 +58,16 @@ class Platform:
         log = SqlLog(engine)
         twin = SqlTwin(engine, log=log)
         events = SqlEventLog(engine, log=log)
+        companion = SqlCompanion(engine, companion_keyring(data_dir, create=create))
         if create:
-            for part in (registry, log, twin, events):
+            for part in (registry, log, twin, events, companion):
                 part.create_schema()
         signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
-        trust = TrustLog(engine, log, signer, settings.witness_file, leaf_sources(twin, events))
+        sources = leaf_sources(twin, events, *companion_sources().items())
+        trust = TrustLog(engine, log, signer, settings.witness_file, sources)
         ingestor = Ingestor(registry, twin, events)
         secrets = platform_secrets(settings.data_dir)
-        return cls(settings, engine, registry, twin, events, ingestor, secrets, trust)
+        return cls(settings, engine, registry, twin, events, ingestor, secrets, trust, companion)
 
     def add_device(
         self,
@@ -110,8 +115,54 @@ class Platform:
             device.save(out)
         return device
 
+    def export_subject(self, name: str) -> dict[str, object]:
+        """Everything stored about subject ``name`` (portability); ``UnknownSubject`` if none."""
+        return self.companion.export(name)
+
+    def erase_subject(self, name: str, *, reason: str = "") -> object:
+        """Crypto-shred subject ``name`` and log the erasure (see ``SqlCompanion.erase``)."""
+        erasure = self.companion.erase(name, log=self.trust.log, reason=reason)
+        self.trust.checkpoint()
+        return erasure
+
+    def rotate_companion_kek(self, *, destroy_old: bool = False) -> int:
+        """Re-wrap every subject's data key under a new key file; see :func:`rotate_kek`."""
+        return rotate_kek(self.companion, self.settings.data_dir, destroy_old=destroy_old)
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def companion_keyring(data_dir: Path, *, create: bool = True) -> KeyRing:
+    """The companion store's KEKs: ``keys/companion.kek`` (current) and any older
+    ``keys/companion-*.kek`` kept until every data key is re-wrapped (see rotation)."""
+    keys = data_dir / "keys"
+    current = FileKeyWrapper(keys / "companion.kek", create=create)
+    older = [FileKeyWrapper(path, create=False) for path in sorted(keys.glob("companion-*.kek"))]
+    return KeyRing(current, *older)
+
+
+def rotate_kek(companion: SqlCompanion, data_dir: Path, *, destroy_old: bool = False) -> int:
+    """Rotate the companion KEK: new key file, every data key re-wrapped, then the swap.
+
+    Crash-safe: the new key is written as ``companion-next.kek`` first (loaded by
+    :func:`companion_keyring` whatever happens next), the data keys are re-wrapped in one
+    transaction, and only then the files are renamed (the old one to
+    ``companion-<key id>.kek``). With ``destroy_old`` the old file is deleted: destroy its
+    backups too, and nothing ever wrapped under it can be unwrapped again.
+    """
+    keys = data_dir / "keys"
+    staged = keys / "companion-next.kek"
+    new = FileKeyWrapper(staged, create=True)
+    count = companion.rotate(new)
+    current = keys / "companion.kek"
+    old_id = FileKeyWrapper(current, create=False).key_id
+    retired = keys / f"companion-{old_id}.kek"
+    current.replace(retired)
+    staged.replace(current)
+    if destroy_old:
+        retired.unlink()
+    return count
 
 
 def _require_existing(settings: Settings) -> None:

@@ -88,17 +88,6 @@ class LogSettings(BaseModel):
     witness_file: Path | None = None
 
 
-class SensitiveSettings(BaseModel):
-    """Which resources hold personal data (``[sensitive]``): stored in the companion store."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: ``provider/service/resource`` patterns (``fnmatch``: ``*`` and ``?``), e.g.
-    #: ``["home-*/*/*"]``. Readings of a matching resource are encrypted under their
-    #: subject's data key (the device's subject, else its name) and erasable.
-    resources: list[str] = Field(default_factory=list)
-
-
 class Settings(BaseSettings):
     """Everything ``msec serve`` and ``msec demo`` need; see the module docstring."""
 
@@ -110,7 +99,6 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
-    sensitive: SensitiveSettings = SensitiveSettings()
 
     @property
     def log_origin(self) -> str:
