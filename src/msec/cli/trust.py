@@ -49,6 +49,9 @@ def verify(
             dir_okay=False,
         ),
     ] = None,
+    no_chain: Annotated[
+        bool, typer.Option("--no-chain", help="Do not read the anchors from the chain.")
+    ] = False,
     update_witness: Annotated[
         Path | None,
         typer.Option(
@@ -82,6 +85,13 @@ def verify(
             except (OSError, UnicodeDecodeError) as exc:
                 _fail(f"cannot read the witness file {path}: {exc}")
             external.append(ExternalCheckpoint(f"witness {path}", note=note))
+        if not no_chain:
+            try:
+                chain = platform.anchor_chain()
+                if chain is not None:
+                    external += trust.anchored(chain)
+            except MsecError as exc:
+                _fail(f"cannot read the anchors ({exc}); --no-chain skips them")
         interactive = sys.stderr.isatty() and not as_json
         progress = (
             Progress(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from msec.anchor.base import AnchorChain
 from msec.companion import FileKeyWrapper, KeyRing, SqlCompanion
 from msec.companion import leaf_sources as companion_sources
 from msec.core.errors import MsecError
@@ -128,6 +129,15 @@ class Platform:
     def rotate_companion_kek(self, *, destroy_old: bool = False) -> int:
         """Re-wrap every subject's data key under a new key file; see :func:`rotate_kek`."""
         return rotate_kek(self.companion, self.settings.data_dir, destroy_old=destroy_old)
+
+    def anchor_chain(self) -> AnchorChain | None:
+        """The ``[anchor]`` chain, connected and checked (deployed on first use); ``None``
+        when anchoring is off. Raises ``AnchorError`` when the chain cannot be used."""
+        if not self.settings.anchor.enabled:
+            return None
+        from msec.anchor.client import connect
+
+        return connect(self.settings.anchor, contract_file=self.settings.anchor_contract_file)
 
     def close(self) -> None:
         self.engine.dispose()

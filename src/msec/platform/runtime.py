@@ -18,6 +18,9 @@ from pathlib import Path
 
 import uvicorn
 
+from msec.anchor.anchorer import Anchorer
+from msec.anchor.base import AnchorError
+from msec.anchor.policy import AnchorPolicy
 from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
 from msec.platform.platform import Platform
 from msec.platform.settings import Settings
@@ -209,18 +212,36 @@ class Runtime:
         trust = self.platform.trust
         interval = self.settings.log.checkpoint_interval_s
         signed = -1
+        anchorer: Anchorer | None = None
         while not self._stop.wait(interval):
             try:
                 size = trust.log.size()
                 if size != signed:
                     trust.checkpoint()
                     signed = size
+                if self.settings.anchor.enabled:
+                    anchorer = anchorer or self._anchorer()
+                    if anchorer is not None:
+                        anchorer.run_once()  # never raises; failures are retried next time
             except LogError as exc:
                 log.error("transparency log: %s; no more checkpoints are signed", exc)
                 self.platform.events.warn("log_inconsistent", str(exc), source="checkpointer")
                 return
             except Exception:  # the database may be down for a while: try again later
                 log.exception("signing a checkpoint failed; retrying")
+
+    def _anchorer(self) -> Anchorer | None:
+        """An anchorer on the configured chain, or ``None`` (logged) while it is unusable."""
+        anchor = self.settings.anchor
+        try:
+            chain = self.platform.anchor_chain()
+        except AnchorError as exc:
+            log.error("anchoring is configured but unavailable (retrying): %s", exc)
+            return None
+        if chain is None:
+            return None
+        policy = AnchorPolicy(anchor.every_leaves, anchor.every_seconds)
+        return Anchorer(chain, policy, self.platform.trust.signed_checkpoint)
 
     def write_demo_file(self) -> Path:
         """Where to reach this run: ``<data_dir>/demo.json`` for the demo, else

@@ -32,6 +32,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from msec.anchor.settings import AnchorSettings
+
 
 class DatabaseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -99,10 +101,15 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    anchor: AnchorSettings = AnchorSettings()
 
     @property
     def log_origin(self) -> str:
         return self.log.origin or f"msec.local/{self.tenant}"
+
+    @property
+    def anchor_contract_file(self) -> Path:
+        return self.anchor.contract_file or self.data_dir / "anchor" / "contract"
 
     @property
     def witness_file(self) -> Path:

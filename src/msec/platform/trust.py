@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from msec.anchor.base import AnchorChain
 from msec.guard.sql import EVENT_LEAF, SqlEventLog
 from msec.tlog import (
     Checkpoint,
@@ -143,6 +144,20 @@ class TrustLog:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    # -- anchoring ---------------------------------------------------------------------------
+
+    def signed_checkpoint(self) -> tuple[str, NoteVerifier] | None:
+        """The newest stored checkpoint and the key it verifies with (what an anchorer reads)."""
+        note = self.log.latest_checkpoint()
+        return None if note is None else (note, self.verifier)
+
+    def anchored(self, chain: AnchorChain) -> list[ExternalCheckpoint]:
+        """Every checkpoint of this log anchored on ``chain``, for :meth:`verify`."""
+        return [
+            ExternalCheckpoint(f"anchor {a.index} on chain", a.size, a.root)
+            for a in chain.anchors(self.origin)
+        ]
 
     # -- audit -------------------------------------------------------------------------------
 
