@@ -303,12 +303,17 @@ def bench_ingest(
 def bench_log(
     leaves: Annotated[int, typer.Option("--leaves", min=1, help="Entries to append.")] = 200_000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Entries per append.")] = 5_000,
+    verify_records: Annotated[
+        int | None,
+        typer.Option("--verify-records", min=1, help="Readings for verify_s (default: --leaves)."),
+    ] = None,
+    peer: Annotated[bool, typer.Option("--peer/--no-peer", help="Also run pymerkle.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Durable transparency-log appends and inclusion proofs, beside pymerkle's SqliteTree."""
+    """Durable log appends, proofs and a full verify, beside pymerkle's SqliteTree."""
     from msec.bench.log import run_log_bench
 
-    result = run_log_bench(leaves=leaves, batch=batch)
+    result = run_log_bench(leaves=leaves, batch=batch, verify_records=verify_records, peer=peer)
     if as_json:
         print(json.dumps(result))
     else:
