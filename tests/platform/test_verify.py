@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -24,6 +25,7 @@ from msec.platform import Platform, Settings
 from msec.platform.trust import RollbackDetected
 from msec.sdk import Device
 from msec.tlog import leaf_hash
+from msec.tlog.sql import decode_bundle
 
 READINGS = 600
 MARKER = "tamper-marker-0001"
@@ -94,7 +96,9 @@ def sql(data_dir: Path, *statements: str) -> None:
 def reading_index(data_dir: Path, ref: str) -> int:
     conn = sqlite3.connect(data_dir / "msec.db")
     try:
-        return conn.execute("SELECT idx FROM tlog_leaves WHERE ref = ?", (ref,)).fetchone()[0]
+        provider, seq = ref.split("/")
+        query = "SELECT leaf FROM twin_readings WHERE provider = ? AND seq = ?"
+        return conn.execute(query, (provider, int(seq))).fetchone()[0]
     finally:
         conn.close()
 
@@ -143,7 +147,7 @@ def test_an_inserted_reading_is_named(installation: Path) -> None:
     sql(
         installation,
         "INSERT INTO twin_readings SELECT provider, 100000, service, resource, value_type, "
-        "value_num, value_text, timestamp, stored_at FROM twin_readings WHERE seq = 3",
+        "value_num, value_text, timestamp, stored_at, NULL FROM twin_readings WHERE seq = 3",
     )
     code, report = verify(installation)
     assert code == 1
@@ -152,17 +156,23 @@ def test_an_inserted_reading_is_named(installation: Path) -> None:
 
 
 def test_reordered_leaves_are_named(installation: Path) -> None:
-    # Swap two whole leaf rows: each still matches its record, but the order is not the
-    # one the checkpoints signed.
-    sql(
-        installation,
-        "UPDATE tlog_leaves SET idx = -1 WHERE idx = 10",
-        "UPDATE tlog_leaves SET idx = 10 WHERE idx = 20",
-        "UPDATE tlog_leaves SET idx = 20 WHERE idx = -1",
-    )
+    # Swap two entries of the stored bundle: each still names a stored record, but not in
+    # the order whose leaf hashes the tiles and checkpoints hold.
+    conn = sqlite3.connect(installation / "msec.db")
+    try:
+        [(data,)] = conn.execute("SELECT entries FROM tlog_bundles WHERE bundle = 0")
+        items = decode_bundle(data)
+        items[10], items[20] = items[20], items[10]
+        blob = b"".join(cbor2.dumps(list(item)) for item in items)
+        conn.execute("UPDATE tlog_bundles SET entries = ? WHERE bundle = 0", (blob,))
+        conn.commit()
+    finally:
+        conn.close()
     code, report = verify(installation)
     assert code == 1
-    assert {p["index"] for p in problems(report, "tile")} >= {10, 20}
+    assert {(p["index"], p["ref"]) for p in problems(report, "modified")} == {
+        (10, "llamas-v/21"), (20, "llamas-v/11")
+    }
     assert problems(report, "root_mismatch")
 
 
@@ -173,21 +183,22 @@ def test_rewritten_leaves_and_tiles_are_caught_by_the_signed_checkpoints(
     sql(installation, "UPDATE twin_readings SET value_num = 0.5 WHERE seq = 5")
     platform = open_platform(installation)
     try:
-        # Rebuild tlog_leaves and tlog_tiles from the tampered rows, as a careful attacker would.
-        with platform.engine.begin() as conn:
-            entries = [
-                (bytes(h), kind, ref)
-                for h, kind, ref in conn.execute(
-                    sa.text("SELECT leaf_hash, kind, ref FROM tlog_leaves ORDER BY idx")
-                )
-            ]
+        log = platform.trust.log
+        entries = [
+            (e.leaf_hash, e.kind, e.ref)
+            for start in range(0, log.size(), 1000)
+            for e in log.entries(start, start + 1000)
+        ]
+        with platform.engine.connect() as conn:
             data = platform.twin.leaf_data(conn, ["llamas-v/5"])["llamas-v/5"]
-            index = next(i for i, (_, _, ref) in enumerate(entries) if ref == "llamas-v/5")
-            entries[index] = (leaf_hash(data), "reading", "llamas-v/5")
-            for table in ("tlog_leaves", "tlog_tiles"):
+        index = next(i for i, (_, _, ref) in enumerate(entries) if ref == "llamas-v/5")
+        entries[index] = (leaf_hash(data), "reading", "llamas-v/5")
+        # Rebuild the log's tables from the tampered rows, as a careful attacker would.
+        with platform.engine.begin() as conn:
+            for table in ("tlog_bundles", "tlog_tiles"):
                 conn.execute(sa.text(f"DELETE FROM {table}"))
             conn.execute(sa.text("UPDATE tlog_state SET size = 0"))
-        platform.trust.log.append(entries)
+        log.append(entries)
     finally:
         platform.close()
     code, report = verify(installation)
@@ -198,12 +209,14 @@ def test_rewritten_leaves_and_tiles_are_caught_by_the_signed_checkpoints(
 
 
 def test_truncated_leaves_are_a_rollback(installation: Path) -> None:
+    # Cut the log back to 512 leaves (two full bundles) with everything that referred to it.
     sql(
         installation,
-        f"DELETE FROM tlog_leaves WHERE idx >= {READINGS - 50}",
-        f"DELETE FROM twin_readings WHERE seq > {READINGS - 50}",
-        f"UPDATE tlog_state SET size = {READINGS - 50}",
-        f"DELETE FROM tlog_checkpoints WHERE size > {READINGS - 50}",
+        "DELETE FROM tlog_bundles WHERE bundle >= 2",
+        "DELETE FROM tlog_tiles WHERE level = 0 AND tile >= 2",
+        "DELETE FROM twin_readings WHERE leaf >= 512",
+        "UPDATE tlog_state SET size = 512",
+        "DELETE FROM tlog_checkpoints WHERE size > 512",
     )
     code, report = verify(installation)
     assert code == 1

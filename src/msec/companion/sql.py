@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Double,
@@ -101,6 +102,7 @@ subjects_table = Table(
     Column("erased_at", Double, nullable=True),
     Column("erased_records", Integer, nullable=True),
     Column("erase_reason", Text, nullable=True),
+    Column("erasure_leaf", BigInteger, nullable=True),
 )
 
 records_table = Table(
@@ -113,6 +115,8 @@ records_table = Table(
     Column("nonce", LargeBinary, nullable=False),
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created", Double, nullable=False),
+    # The record's log leaf index (what a proof of it starts from); NULL without a log.
+    Column("leaf", BigInteger, nullable=True),
     Index("ix_companion_records_subject", "subject_id", "created"),
 )
 
@@ -130,6 +134,10 @@ RECORD_COLUMNS: Final = (
 def _check_text(what: str, value: object) -> None:
     if type(value) is not str or not value or "\x00" in value:
         raise ValueError(f"{what} must be a non-empty str without NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode (no lone surrogates)") from None
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -140,6 +148,10 @@ def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+def _leaf_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "leaf"}
 
 
 class SqlCompanion:
@@ -360,6 +372,8 @@ class SqlCompanion:
         if not items:
             return []
         with self._writing(conn) as writer:
+            # The log's lock first, before any subject row: one lock order for every writer.
+            first = None if log is None else log.lock(writer)
             seen = self._stored_ids(writer, [item.record_id for item in items])
             kept: list[NewRecord] = []
             for item in items:
@@ -387,18 +401,18 @@ class SqlCompanion:
                         "nonce": nonce,
                         "ciphertext": aead.encrypt(nonce, bytes(item.plaintext), aad),
                         "created": created,
+                        "leaf": None if first is None else first + len(rows),
                     }
                 )
             try:
                 writer.execute(insert(records_table), rows)
             except IntegrityError:
                 raise DuplicateRecord("a record id of this batch was stored concurrently") from None
-            first: int | None = None
             if log is not None:
-                first = log.append(
+                appended = log.append(
                     [
                         (
-                            leaf_hash(record_leaf_data(**row)),
+                            leaf_hash(record_leaf_data(**_leaf_fields(row))),
                             RECORD_LEAF_KIND,
                             record_ref(row["subject_id"], row["record_id"]),
                         )
@@ -406,6 +420,8 @@ class SqlCompanion:
                     ],
                     conn=writer,
                 )
+                if appended != first:
+                    raise CompanionError("the log grew during this transaction")
         return [
             StoredRecord(
                 row["record_id"],
@@ -552,6 +568,7 @@ class SqlCompanion:
             raise ValueError("an erasure reason must be a str without NUL")
         s = subjects_table.c
         with self._writing(None) as conn:
+            leaf_index = None if log is None else log.lock(conn)  # the log's lock first
             subject_id = conn.execute(
                 select(s.subject_id).where(s.name == name).with_for_update()
             ).scalar()
@@ -570,9 +587,9 @@ class SqlCompanion:
                     erased_at=erased_at,
                     erased_records=deleted,
                     erase_reason=reason,
+                    erasure_leaf=leaf_index,
                 )
             )
-            leaf_index: int | None = None
             if log is not None:
                 data = erasure_leaf_data(subject_id, erased_at, deleted)
                 leaf_index = log.append(

@@ -144,6 +144,16 @@ class RecordLeaves:
                 result[ref] = Erased(ERASURE_LEAF_KIND, subject_id)
         return result
 
+    def leaf_index(self, conn: Connection, ref: str) -> int | None:
+        """The leaf index stored with the record ``ref`` (``<subject id>/<record id>``)."""
+        parts = split_record_ref(ref)
+        if not parts:
+            return None
+        c = records_table.c
+        query = select(c.leaf).where(c.record_id == parts[1], c.subject_id == parts[0])
+        found = conn.execute(query).scalar()
+        return None if found is None else int(found)
+
     def count_in(self, conn: Connection) -> int:
         """How many records are stored."""
         return count_records(conn)
@@ -160,6 +170,12 @@ class ErasureLeaves:
         """Leaf data of the erased subjects named by ``refs``; others are left out."""
         data = leaf_data_for(conn, ERASURE_LEAF_KIND, refs)
         return {ref: value for ref, value in data.items() if value is not None}
+
+    def leaf_index(self, conn: Connection, ref: str) -> int | None:
+        """The leaf index of the erasure of the subject whose id is ``ref``."""
+        s = subjects_table.c
+        found = conn.execute(select(s.erasure_leaf).where(s.subject_id == ref)).scalar()
+        return None if found is None else int(found)
 
     def count_in(self, conn: Connection) -> int:
         """How many subjects are erased."""

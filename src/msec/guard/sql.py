@@ -26,8 +26,10 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    inspect,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 
 from msec.core.errors import MsecError
 from msec.core.models import SecurityEvent
@@ -54,6 +56,8 @@ events_table = Table(
     Column("source", String, nullable=False),
     Column("detail", Text, nullable=False),
     Column("extra", Text, nullable=False),
+    # The event's leaf in the transparency log (NULL without a log).
+    Column("leaf", BigInteger),
     Index("ix_guard_events_reason", "reason", "id"),
     Index("ix_guard_events_device", "device", "id"),
 )
@@ -113,8 +117,17 @@ class SqlEventLog:
         )
 
     def create_schema(self) -> None:
-        """Create ``guard_events`` and its indexes if missing. Idempotent."""
+        """Create ``guard_events`` and its indexes if missing (and the ``leaf`` column of
+        databases made before it existed). Idempotent."""
         metadata.create_all(self._engine)
+        if "leaf" not in {c["name"] for c in inspect(self._engine).get_columns("guard_events")}:
+            try:
+                with self._engine.begin() as conn:
+                    conn.exec_driver_sql("ALTER TABLE guard_events ADD COLUMN leaf BIGINT")
+            except DBAPIError:
+                columns = inspect(self._engine).get_columns("guard_events")
+                if "leaf" not in {c["name"] for c in columns}:
+                    raise
 
     def record(self, events: Sequence[SecurityEvent]) -> list[SecurityEvent]:
         """Store ``events`` in one transaction (committed on return).
@@ -154,13 +167,17 @@ class SqlEventLog:
             for event in stored
         ]
         with self._engine.begin() as conn:
-            if self.log is not None and self._sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")  # SqlLog.append needs the write lock
+            if self.log is not None:
+                if self._sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # SqlLog.append needs the write lock
+                first = self.log.lock(conn)
+                for i, p in enumerate(params):
+                    p["leaf"] = first + i
             ids = conn.execute(self._insert, params).scalars().all()
             if self.log is not None:
                 entries = [
                     (
-                        leaf_hash(event_leaf_data((int(id_), *p.values()))),
+                        leaf_hash(event_leaf_data((int(id_), *list(p.values())[:6]))),
                         EVENT_LEAF,
                         str(int(id_)),
                     )
@@ -224,6 +241,14 @@ class SqlEventLog:
             for row in conn.execute(stmt):
                 found[str(row[0])] = event_leaf_data(row)
         return found
+
+    def leaf_index(self, conn: Connection, ref: str) -> int | None:
+        """The log leaf index stored with the event whose id is ``ref``."""
+        if not ref.isdigit() or len(ref) > 18:
+            return None
+        found = conn.execute(select(events_table.c.leaf).where(events_table.c.id == int(ref)))
+        value = found.scalar()
+        return None if value is None else int(value)
 
     def count_in(self, conn: Connection) -> int:
         """How many events are stored, on the caller's connection."""

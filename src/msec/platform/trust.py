@@ -145,6 +145,24 @@ class TrustLog:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def find(self, kind: str, ref: str) -> int | None:
+        """The leaf index of the record ``ref`` of leaf ``kind``, checked against the log.
+
+        ``None`` if there is no such record, or if the leaf at the index its row names is
+        not that record's (a tampered row: ``msec verify`` names it).
+        """
+        source = self.sources.get(kind)
+        if source is None:
+            return None
+        with self.engine.connect() as conn:
+            index = source.leaf_index(conn, ref)
+        if index is None or index >= self.log.size():
+            return None
+        [entry] = self.log.entries(index, index + 1) or [None]
+        if entry is None or (entry.kind, entry.ref) != (kind, ref):
+            return None
+        return index
+
     # -- anchoring ---------------------------------------------------------------------------
 
     def signed_checkpoint(self) -> tuple[str, NoteVerifier] | None:

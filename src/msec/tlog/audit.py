@@ -30,8 +30,9 @@ from msec.tlog.checkpoint import Checkpoint, NoteError, NoteVerifier, open_check
 from msec.tlog.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash
 from msec.tlog.sql import (
     TILE_WIDTH,
+    bundles_table,
     checkpoints_table,
-    leaves_table,
+    decode_bundle,
     state_table,
     tiles_table,
 )
@@ -63,6 +64,10 @@ class LeafSource(Protocol):
 
     def leaf_data(self, conn: Connection, refs: Sequence[str]) -> Mapping[str, bytes | Erased]:
         """The leaf data recomputed from the stored rows; refs without a row are left out."""
+        ...
+
+    def leaf_index(self, conn: Connection, ref: str) -> int | None:
+        """The leaf index stored with the row ``ref`` (where its proof starts), if any."""
         ...
 
     def count_in(self, conn: Connection) -> int:
@@ -276,39 +281,23 @@ def _audit(
     found: dict[str, int] = {}  # leaves per kind whose row is stored
     positions: dict[tuple[str, str], int] = {}  # leaf index of each (kind, ref), first one
 
-    c = leaves_table.c
-    expected = 0
-    last = -1
-    while True:
-        rows = conn.execute(
-            select(c.idx, c.leaf_hash, c.kind, c.ref)
-            .where(c.idx > last)
-            .order_by(c.idx)
-            .limit(_CHUNK)
-        ).all()
-        if not rows:
-            break
-        last = int(rows[-1][0])
+    for chunk in _stored_leaves(conn, size, report):
         refs_by_kind: dict[str, list[str]] = {}
-        for _, _, kind, ref in rows:
-            refs_by_kind.setdefault(kind, []).append(ref)
+        for _, _, kind, ref in chunk:
+            if kind is not None and ref is not None:
+                refs_by_kind.setdefault(kind, []).append(ref)
         data = {
             kind: sources[kind].leaf_data(conn, refs)
             for kind, refs in refs_by_kind.items()
             if kind in sources
         }
-        for idx, stored, kind, ref in rows:
-            idx, stored = int(idx), bytes(stored)
-            if idx >= size:
-                report.add(Problem("extra_leaf", f"a leaf beyond the tree size {size}", idx, ref))
+        for idx, stored, kind, ref in chunk:
+            value = stored or _ABSENT
+            if kind is None or ref is None:
+                push(value)
                 continue
-            while expected < idx:
-                report.add(Problem("missing_leaf", "no leaf is stored at this index", expected))
-                push(_ABSENT)
-                expected += 1
             logged[kind] = logged.get(kind, 0) + 1
             positions.setdefault((kind, ref), idx)
-            value = stored
             recomputed = data[kind].get(ref) if kind in data else None
             if kind not in sources:
                 report.add(Problem("unknown_kind", f"a leaf of unknown kind {kind!r}", idx, ref))
@@ -324,18 +313,16 @@ def _audit(
                 if value != stored:
                     report.add(
                         Problem(
-                            "modified", f"the stored {kind} no longer matches its leaf", idx, ref
+                            "modified",
+                            f"the stored {kind} and its leaf hash no longer match",
+                            idx,
+                            ref,
                         )
                     )
             push(value)
-            expected = idx + 1
             report.leaves += 1
         if progress is not None:
-            progress(min(expected, size), size)
-    while expected < size:
-        report.add(Problem("missing_leaf", "no leaf is stored at this index", expected))
-        push(_ABSENT)
-        expected += 1
+            progress(builder.size, size)
     report.by_kind = logged
     report.root = builder.root()
 
@@ -375,7 +362,7 @@ def _audit(
     for kind, source in sources.items():
         if source.count_in(conn) == found.get(kind, 0):
             continue
-        logged_refs = {ref for (ref,) in conn.execute(select(c.ref).where(c.kind == kind))}
+        logged_refs = {ref for kind_, ref in _all_refs(conn, size) if kind_ == kind}
         for ref in source.refs_in(conn):
             if ref not in logged_refs:
                 report.add(Problem("inserted", f"a stored {kind} that no leaf logs", None, ref))
@@ -427,6 +414,90 @@ def _open(
     return checkpoint
 
 
+_BUNDLES_PER_READ: Final = 40
+
+
+def _stored_leaves(
+    conn: Connection, size: int, report: AuditReport
+) -> Iterator[list[tuple[int, bytes | None, str | None, str | None]]]:
+    """Chunks of ``(index, stored leaf hash, kind, ref)`` for every index below ``size``.
+
+    What is missing or malformed (a bundle, a level-0 tile, an entry) is reported and given
+    as ``None``; bundles beyond ``size`` are reported as extra leaves.
+    """
+    count = -(-size // TILE_WIDTH)
+    b, t = bundles_table.c, tiles_table.c
+    for first in range(0, count, _BUNDLES_PER_READ):
+        last = min(first + _BUNDLES_PER_READ, count) - 1
+        bundles = dict(
+            conn.execute(
+                select(b.bundle, b.entries).where(b.bundle >= first, b.bundle <= last)
+            ).all()
+        )
+        tiles = dict(
+            conn.execute(
+                select(t.tile, t.hashes).where(t.level == 0, t.tile >= first, t.tile <= last)
+            ).all()
+        )
+        chunk: list[tuple[int, bytes | None, str | None, str | None]] = []
+        for number in range(first, last + 1):
+            base = number * TILE_WIDTH
+            width = min(TILE_WIDTH, size - base)
+            items: list[tuple[str, str, float]] = []
+            raw = bundles.get(number)
+            if raw is None:
+                report.add(Problem("missing_leaf", f"bundle {number} is missing", base))
+            else:
+                try:
+                    items = decode_bundle(bytes(raw))
+                except ValueError as exc:
+                    report.add(Problem("missing_leaf", f"bundle {number}: {exc}", base))
+                if len(items) != width:
+                    report.add(
+                        Problem(
+                            "missing_leaf" if len(items) < width else "extra_leaf",
+                            f"bundle {number} holds {len(items)} entries where the tree size "
+                            f"says {width}",
+                            base + min(len(items), width),
+                        )
+                    )
+            hashes = bytes(tiles.get(number) or b"")
+            if len(hashes) != width * HASH_SIZE:
+                report.add(
+                    Problem(
+                        "tile",
+                        f"tile 0/{number} holds {len(hashes) // HASH_SIZE} leaf hashes where "
+                        f"the tree size says {width}",
+                        base,
+                    )
+                )
+            for slot in range(width):
+                stored = hashes[slot * HASH_SIZE : (slot + 1) * HASH_SIZE] or None
+                if stored is not None and len(stored) != HASH_SIZE:
+                    stored = None
+                kind, ref = (items[slot][0], items[slot][1]) if slot < len(items) else (None, None)
+                chunk.append((base + slot, stored, kind, ref))
+        yield chunk
+    extra = conn.execute(select(func.count()).select_from(bundles_table).where(b.bundle >= count))
+    if extra.scalar_one():
+        report.add(Problem("extra_leaf", "bundles beyond the tree size", count * TILE_WIDTH))
+
+
+def _all_refs(conn: Connection, size: int) -> Iterator[tuple[str, str]]:
+    """``(kind, ref)`` of every logged entry (well-formed bundles only)."""
+    for number in range(-(-size // TILE_WIDTH)):
+        raw = conn.execute(
+            select(bundles_table.c.entries).where(bundles_table.c.bundle == number)
+        ).scalar()
+        if raw is None:
+            continue
+        try:
+            for kind, ref, _ in decode_bundle(bytes(raw)):
+                yield kind, ref
+        except ValueError:
+            continue
+
+
 class _TileChecker:
     """Compares rebuilt tiles with the stored ones, reading stored tiles in order."""
 
@@ -439,6 +510,8 @@ class _TileChecker:
         )
 
     def check(self, level: int, tile: int, blob: bytes) -> None:
+        if level == 0:
+            return  # level-0 tiles are the stored leaf hashes, compared leaf by leaf
         stored = self._conn.execute(self._query, {"level": level, "tile": tile}).scalar()
         if stored is None:
             self._report.add(Problem("tile", f"tile {level}/{tile} is missing"))

@@ -2,7 +2,10 @@
 
 Four tables, same behaviour on both databases:
 
-* ``tlog_leaves(idx, leaf_hash, kind, ref, created)``: one row per leaf, what it commits to.
+* ``tlog_bundles(bundle, entries)``: what leaves ``256 * bundle ..`` refer to, as a CBOR
+  sequence (RFC 8742) of ``[kind, ref, created]`` arrays, one per leaf, in the style of C2SP
+  tlog-tiles' entry bundles: one row per 256 leaves, the right-most one rewritten as it grows.
+  Leaf hashes themselves live only in the level-0 tiles.
 * ``tlog_tiles(level, tile, hashes)``: perfect-subtree hashes in tiles of up to 256, in the
   style of C2SP tlog-tiles. A tile at ``level`` holds the hashes of consecutive perfect
   subtrees of height ``8 * level`` (level 0: leaf hashes; level 1: roots of 256-leaf
@@ -20,21 +23,22 @@ or a proof costs O(log n) tile reads; full tiles are also kept in an in-process 
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
+import cbor2
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
     Double,
     Engine,
-    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -42,13 +46,11 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    func,
     insert,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from msec.core.errors import MsecError
 from msec.tlog.checkpoint import Checkpoint, NoteSigner, sign_note
@@ -61,7 +63,7 @@ from msec.tlog.merkle import (
     verify_consistency,
 )
 
-__all__ = ["MAX_ENTRIES_PER_READ", "LogEntry", "LogError", "SqlLog"]
+__all__ = ["MAX_ENTRIES_PER_READ", "LogEntry", "LogError", "SqlLog", "decode_bundle"]
 
 TILE_WIDTH: Final = 256
 """Hashes per full tile; a tile level spans ``log2(TILE_WIDTH) == 8`` tree levels."""
@@ -75,22 +77,16 @@ _NODE_PREFIX: Final = b"\x01"
 
 metadata = MetaData()
 
-leaves_table = Table(
-    "tlog_leaves",
+bundles_table = Table(
+    "tlog_bundles",
     metadata,
-    # INTEGER PRIMARY KEY on SQLite makes idx the rowid: no second B-tree to maintain.
     Column(
-        "idx",
+        "bundle",
         BigInteger().with_variant(Integer, "sqlite"),
         primary_key=True,
         autoincrement=False,
     ),
-    Column("leaf_hash", LargeBinary(HASH_SIZE), nullable=False),
-    Column("kind", Text, nullable=False),
-    Column("ref", Text, nullable=False),
-    Column("created", Double, nullable=False),
-    # Finding a record's leaf (its proof) by what it refers to.
-    Index("ix_tlog_leaves_ref", "ref"),
+    Column("entries", LargeBinary, nullable=False),
 )
 
 tiles_table = Table(
@@ -119,12 +115,6 @@ checkpoints_table = Table(
 )
 
 _STATE_ID: Final = 1
-_LEAF_COLUMNS: Final = ("idx", "leaf_hash", "kind", "ref", "created")
-_SQLITE_INSERT_LEAVES: Final = (
-    "INSERT INTO tlog_leaves (idx, leaf_hash, kind, ref, created) VALUES (?, ?, ?, ?, ?)"
-)
-
-
 class LogError(MsecError):
     """The log refused an operation or found its storage inconsistent; the message says why.
 
@@ -143,6 +133,58 @@ class LogEntry:
     kind: str
     ref: str
     created: float
+
+
+def decode_bundle(data: bytes) -> list[tuple[str, str, float]]:
+    """The ``(kind, ref, created)`` entries of one stored bundle; ``ValueError`` if malformed."""
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(stream)
+    found: list[tuple[str, str, float]] = []
+    try:
+        while stream.tell() < len(data):
+            item = decoder.decode()
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not isinstance(item[0], str)
+                or not isinstance(item[1], str)
+                or not isinstance(item[2], float)
+            ):
+                raise ValueError("a bundle entry is not [kind, ref, created]")
+            found.append((item[0], item[1], item[2]))
+    except cbor2.CBORDecodeError as exc:
+        raise ValueError(f"malformed bundle: {exc}") from exc
+    return found
+
+
+def _entries(conn: Connection, start: int, end: int) -> Iterator[LogEntry]:
+    """Entries ``[start, end)`` from bundles and level-0 tiles; ``LogError`` if either is
+    missing or short."""
+    first, last = start // TILE_WIDTH, (end - 1) // TILE_WIDTH
+    b, t = bundles_table.c, tiles_table.c
+    bundles = dict(
+        conn.execute(select(b.bundle, b.entries).where(b.bundle >= first, b.bundle <= last)).all()
+    )
+    tiles = dict(
+        conn.execute(
+            select(t.tile, t.hashes).where(t.level == 0, t.tile >= first, t.tile <= last)
+        ).all()
+    )
+    for number in range(first, last + 1):
+        if number not in bundles or number not in tiles:
+            raise LogError(f"bundle or tile 0/{number} is missing")
+        try:
+            items = decode_bundle(bytes(bundles[number]))
+        except ValueError as exc:
+            raise LogError(f"bundle {number}: {exc}") from exc
+        hashes = bytes(tiles[number])
+        base = number * TILE_WIDTH
+        for slot in range(max(start - base, 0), min(end - base, TILE_WIDTH)):
+            if slot >= len(items) or (slot + 1) * HASH_SIZE > len(hashes):
+                raise LogError(f"bundle or tile 0/{number} is short")
+            kind, ref, created = items[slot]
+            value = hashes[slot * HASH_SIZE : (slot + 1) * HASH_SIZE]
+            yield LogEntry(base + slot, value, kind, ref, created)
 
 
 def _fold(blob: bytes, start: int, count: int) -> bytes:
@@ -256,12 +298,6 @@ class _TileReader:
         return result
 
 
-def _unnest(names: Sequence[str]) -> Any:
-    """``unnest(:a_<name>::type[], ...) AS t(<name>, ...)``: one array parameter a column."""
-    arrays = [bindparam(f"a_{name}", type_=ARRAY(leaves_table.c[name].type)) for name in names]
-    return func.unnest(*arrays).table_valued(*names).render_derived()
-
-
 class SqlLog:
     """A durable append-only RFC 9162 Merkle log; a :class:`~msec.tlog.merkle.HashSource`.
 
@@ -281,10 +317,6 @@ class SqlLog:
         self._engine = engine
         self._sqlite = dialect == "sqlite"
         self._cache = _TileCache(tile_cache)
-        leaves = _unnest(_LEAF_COLUMNS)
-        self._pg_insert_leaves = postgresql.insert(leaves_table).from_select(
-            _LEAF_COLUMNS, select(*leaves.c)
-        )
         t = tiles_table.c
         self._tile_query = select(t.hashes).where(
             t.level == bindparam("level"), t.tile == bindparam("tile")
@@ -357,7 +389,7 @@ class SqlLog:
         with self._writing(conn) as writer:
             first = self._locked_size(writer)
             if rows:
-                self._insert_leaves(writer, first, rows)
+                self._extend_bundles(writer, first, rows)
                 self._extend_tiles(writer, first, [value for value, _, _ in rows])
                 writer.execute(
                     update(state_table)
@@ -366,33 +398,44 @@ class SqlLog:
                 )
         return first
 
-    def _insert_leaves(
+    def lock(self, conn: Connection) -> int:
+        """Take the append lock in the caller's transaction and return the tree size.
+
+        On PostgreSQL this locks ``tlog_state`` until the transaction ends; callers that also
+        lock other rows take this lock first, so that writers cannot deadlock. On SQLite the
+        caller's ``BEGIN IMMEDIATE`` is the lock. The next :meth:`append` in the same
+        transaction starts at the returned index.
+        """
+        return self._locked_size(conn)
+
+    def _extend_bundles(
         self, conn: Connection, first: int, rows: list[tuple[bytes, str, str]]
     ) -> None:
         created = time.time()
-        if self._sqlite:
-            # The driver's executemany (a C loop) skips SQLAlchemy's per-row parameter
-            # processing, which would cost about as much as SQLite's own work.
-            driver: Any = conn.connection.driver_connection
-            driver.executemany(
-                _SQLITE_INSERT_LEAVES,
-                [
-                    (first + i, value, kind, ref, created)
-                    for i, (value, kind, ref) in enumerate(rows)
-                ],
+        bundle, slot = divmod(first, TILE_WIDTH)
+        prefix = b""
+        if slot:
+            found = conn.execute(
+                select(bundles_table.c.entries).where(bundles_table.c.bundle == bundle)
+            ).scalar()
+            prefix = bytes(found) if found is not None else b""
+        dumps = cbor2.dumps
+        encoded = [dumps([kind, ref, created]) for _, kind, ref in rows]
+        head = TILE_WIDTH - slot
+        groups = [prefix + b"".join(encoded[:head])]
+        groups += [
+            b"".join(encoded[i : i + TILE_WIDTH]) for i in range(head, len(encoded), TILE_WIDTH)
+        ]
+        new_rows = [{"bundle": bundle + i, "entries": data} for i, data in enumerate(groups)]
+        if slot:
+            conn.execute(
+                update(bundles_table)
+                .where(bundles_table.c.bundle == bindparam("b_bundle"))
+                .values(entries=bindparam("b_entries")),
+                {"b_bundle": bundle, "b_entries": new_rows.pop(0)["entries"]},
             )
-            return
-        # One statement over arrays: a multi-row VALUES of thousands of rows is slow to parse.
-        conn.execute(
-            self._pg_insert_leaves,
-            {
-                "a_idx": list(range(first, first + len(rows))),
-                "a_leaf_hash": [value for value, _, _ in rows],
-                "a_kind": [kind for _, kind, _ in rows],
-                "a_ref": [ref for _, _, ref in rows],
-                "a_created": [created] * len(rows),
-            },
-        )
+        if new_rows:
+            conn.execute(insert(bundles_table), new_rows)
 
     def _extend_tiles(self, conn: Connection, size: int, hashes: list[bytes]) -> None:
         """Add ``hashes`` (leaf hashes after ``size`` leaves) to level 0, carrying upwards."""
@@ -482,12 +525,10 @@ class SqlLog:
     def leaf_hash(self, index: int) -> bytes:
         """Return the leaf hash at ``index``; ``ValueError`` unless ``0 <= index < size()``."""
         with self._engine.connect() as conn:
-            value = conn.execute(
-                select(leaves_table.c.leaf_hash).where(leaves_table.c.idx == index)
-            ).scalar()
-        if value is None or index < 0:
-            raise ValueError(f"no leaf at index {index}")
-        return bytes(value)
+            size = self._size_in(conn)
+            if not 0 <= index < size:
+                raise ValueError(f"no leaf at index {index}")
+            return _TileReader(conn, size, self._cache).subtree_hash(index, index + 1)
 
     def entries(self, start: int, end: int) -> list[LogEntry]:
         """Return the entries ``[start, end)`` in order, fewer if ``end`` is beyond the log.
@@ -499,25 +540,11 @@ class SqlLog:
             raise ValueError(
                 f"[{start}, {end}) is not a range of at most {MAX_ENTRIES_PER_READ} entries"
             )
-        c = leaves_table.c
-        query = (
-            select(c.idx, c.leaf_hash, c.kind, c.ref, c.created)
-            .where(c.idx >= start, c.idx < end)
-            .order_by(c.idx)
-        )
         with self._engine.connect() as conn:
-            return [
-                LogEntry(int(idx), bytes(value), kind, ref, float(created))
-                for idx, value, kind, ref, created in conn.execute(query)
-            ]
-
-    def find(self, kind: str, ref: str) -> int | None:
-        """Return the index of the first leaf of ``kind`` with ``ref``, or ``None``."""
-        c = leaves_table.c
-        query = select(func.min(c.idx)).where(c.ref == ref, c.kind == kind)
-        with self._engine.connect() as conn:
-            found = conn.execute(query).scalar()
-        return None if found is None else int(found)
+            end = min(end, self._size_in(conn))
+            if start >= end:
+                return []
+            return list(_entries(conn, start, end))
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Return the RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves.

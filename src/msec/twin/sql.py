@@ -105,6 +105,8 @@ readings_table = Table(
     # When the platform stored it (epoch s, taken in the writing transaction): the
     # receive side of the audit trail, and what the ingest benchmark's latency reads.
     Column("stored_at", Double),
+    # The reading's leaf in the transparency log (NULL without a log): where its proof starts.
+    Column("leaf", BigInteger),
     PrimaryKeyConstraint("provider", "seq"),
     # seq as the last column lets history() read in (timestamp, seq) order without a sort.
     Index("ix_twin_readings_resource_time", "provider", "service", "resource", "timestamp", "seq"),
@@ -178,7 +180,7 @@ def _unit(kind: str, service: str, resource: str) -> str | None:
 
 
 #: One history row, in the column order of ``twin_readings``.
-_Row = tuple[str, int, str, str, str, float | None, str | None, float, float]
+_Row = tuple[str, int, str, str, str, float | None, str | None, float, float, int | None]
 #: One latest value, in the column order of ``twin_resources``.
 _Latest = tuple[str, str, str, str | None, str, float | None, str | None, float, int]
 _READING_COLUMNS = tuple(column.name for column in readings_table.c)
@@ -192,10 +194,11 @@ def reading_leaf_data(row: Sequence[Any]) -> bytes:
     """The log leaf data of one stored ``twin_readings`` row: canonical CBOR of its columns.
 
     ``row`` is (provider, seq, service, resource, value_type, value_num, value_text,
-    timestamp, stored_at), exactly as stored, so that ``msec verify`` can recompute the
-    leaf from the database. The first element names the format.
+    timestamp, stored_at[, leaf]), exactly as stored (the leaf index itself is not hashed),
+    so that ``msec verify`` can recompute the leaf from the database. The first element
+    names the format.
     """
-    provider, seq, service, resource, value_type, num, text, timestamp, stored_at = row
+    provider, seq, service, resource, value_type, num, text, timestamp, stored_at = row[:9]
     return cbor2.dumps(
         [
             _READING_LEAF_TAG,
@@ -219,9 +222,9 @@ def reading_ref(provider: str, seq: int) -> str:
 
 
 def _log_entries(rows: Sequence[_Row]) -> list[tuple[bytes, str, str]]:
-    return [
-        (leaf_hash(reading_leaf_data(row)), READING_LEAF, f"{row[0]}/{row[1]}") for row in rows
-    ]
+    return [(leaf_hash(reading_leaf_data(row)), READING_LEAF, f"{row[0]}/{row[1]}") for row in rows]
+
+
 _LATEST_COLUMNS = tuple(column.name for column in resources_table.c)
 
 
@@ -382,8 +385,11 @@ class _SqliteWriter:
         driver.execute("RELEASE msec_history")  # type: ignore[union-attr]
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
-            new = []
+            new: list[_Row] = []
+            leaf = rows[0][9]
             for row in rows:
+                # Leaf indexes stay dense: a row already stored takes none.
+                row = (*row[:9], None if leaf is None else leaf + len(new))
                 cursor.execute(self._insert_sql, row)
                 if cursor.rowcount == 1:
                     new.append(row)
@@ -421,6 +427,17 @@ class _PostgresWriter:
             .on_conflict_do_nothing(index_elements=[r.provider, r.seq])
             .returning(r.provider, r.seq)
         )
+        keys = (
+            func.unnest(
+                bindparam("a_provider", type_=ARRAY(String)),
+                bindparam("a_seq", type_=ARRAY(BigInteger)),
+            )
+            .table_valued("provider", "seq")
+            .render_derived()
+        )
+        self._existing = select(r.provider, r.seq).where(
+            tuple_(r.provider, r.seq).in_(select(keys.c.provider, keys.c.seq))
+        )
         latest = _unnest(resources_table, _LATEST_COLUMNS)
         self._upsert_latest = _upsert_latest(
             postgresql.insert(resources_table).from_select(_LATEST_COLUMNS, select(*latest.c))
@@ -446,11 +463,28 @@ class _PostgresWriter:
         pass
 
     def store(self, conn: Connection, rows: list[_Row], kinds: dict[str, str]) -> list[_Row]:
+        if rows[0][9] is not None:
+            # Logged: this transaction holds the log's lock, so no other logged writer can
+            # insert meanwhile; leave out what is stored already and number the rest densely.
+            stored = {
+                (provider, seq)
+                for provider, seq in conn.execute(
+                    self._existing,
+                    {"a_provider": [r[0] for r in rows], "a_seq": [r[1] for r in rows]},
+                )
+            }
+            first = rows[0][9]
+            rows = [row for row in rows if (row[0], row[1]) not in stored]
+            rows = [(*row[:9], first + i) for i, row in enumerate(rows)]
+            if not rows:
+                return []
         # RETURNING names exactly the rows this transaction inserted, even while another
         # transaction inserts the same keys (it waits on their unique index entries).
         result = conn.execute(self._insert_history, _arrays(_READING_COLUMNS, rows))
         new_keys = {(provider, seq) for provider, seq in result}
         new_rows = [row for row in rows if (row[0], row[1]) in new_keys]
+        if rows[0][9] is not None and len(new_rows) != len(rows):
+            raise MsecError("a reading was stored concurrently without the log's lock")
         if new_rows:
             latest = _newest_per_resource(new_rows, kinds)
             conn.execute(self._upsert_latest, _arrays(_LATEST_COLUMNS, latest))
@@ -489,20 +523,21 @@ class SqlTwin:
     def create_schema(self) -> None:
         """Create the ``twin_`` tables and indexes that are missing. Idempotent.
 
-        Also adds ``twin_readings.stored_at`` to databases made before it existed.
+        Also adds ``twin_readings.stored_at`` and ``leaf`` to databases made before they
+        existed.
         """
         metadata.create_all(self._engine)
-        columns = {c["name"] for c in inspect(self._engine).get_columns("twin_readings")}
-        if "stored_at" not in columns:
+        for name, sql_type in (("stored_at", "DOUBLE PRECISION"), ("leaf", "BIGINT")):
+            columns = {c["name"] for c in inspect(self._engine).get_columns("twin_readings")}
+            if name in columns:
+                continue
             try:
                 with self._engine.begin() as conn:
-                    conn.exec_driver_sql(
-                        "ALTER TABLE twin_readings ADD COLUMN stored_at DOUBLE PRECISION"
-                    )
+                    conn.exec_driver_sql(f"ALTER TABLE twin_readings ADD COLUMN {name} {sql_type}")
             except DBAPIError:
                 # Another process (a second worker starting) added it first.
                 columns = {c["name"] for c in inspect(self._engine).get_columns("twin_readings")}
-                if "stored_at" not in columns:
+                if name not in columns:
                     raise
 
     def ensure_provider(
@@ -553,7 +588,7 @@ class SqlTwin:
             return []
         now = time.time()
         rows: list[_Row] = [
-            (r.provider, r.seq, r.service, r.resource, *_encode(r.value), r.timestamp, now)
+            (r.provider, r.seq, r.service, r.resource, *_encode(r.value), r.timestamp, now, None)
             for r in unique.values()
         ]
         # One order for every writer, so that concurrent PostgreSQL transactions lock
@@ -561,10 +596,19 @@ class SqlTwin:
         rows.sort(key=lambda row: (row[0], row[1]))
         with self._engine.begin() as conn:
             self._writer.begin(conn)
+            if self.log is not None:
+                # The log's lock first (one lock order for every writer); new rows get the
+                # leaf indexes that follow, in order.
+                first = self.log.lock(conn)
+                rows = [(*row[:9], first + i) for i, row in enumerate(rows)]
             kinds = self._provider_kinds(conn, {provider for provider, _ in unique})
             new_rows = self._writer.store(conn, rows, kinds)
-            if new_rows and self.log is not None:
-                self.log.append(_log_entries(new_rows), conn=conn)
+            if (
+                new_rows
+                and self.log is not None
+                and self.log.append(_log_entries(new_rows), conn=conn) != first
+            ):
+                raise MsecError("the log grew inside this transaction")
         new_keys = {(row[0], row[1]) for row in new_rows}
         return [reading for key, reading in unique.items() if key in new_keys]
 
@@ -688,7 +732,7 @@ class SqlTwin:
         with self._engine.connect() as conn:
             for provider, seqs in by_provider.items():
                 for start in range(0, len(seqs), 500):
-                    chunk = seqs[start:start + 500]
+                    chunk = seqs[start : start + 500]
                     stmt = select(r.seq, r.stored_at).where(
                         r.provider == provider, r.seq.in_(chunk)
                     )
@@ -711,7 +755,7 @@ class SqlTwin:
             if provider and seq.isdigit():
                 by_provider.setdefault(provider, []).append(int(seq))
         r = readings_table.c
-        columns = [r[name] for name in _READING_COLUMNS]
+        columns = [r[name] for name in _READING_COLUMNS[:9]]
         found: dict[str, bytes] = {}
         for provider, seqs in by_provider.items():
             for start in range(0, len(seqs), 500):
@@ -721,6 +765,16 @@ class SqlTwin:
                 for row in conn.execute(stmt):
                     found[f"{row[0]}/{row[1]}"] = reading_leaf_data(row)
         return found
+
+    def leaf_index(self, conn: Connection, ref: str) -> int | None:
+        """The log leaf index stored with the reading ``ref`` (``<provider>/<seq>``)."""
+        provider, _, seq = ref.rpartition("/")
+        if not provider or not seq.isdigit() or len(seq) > 19:
+            return None
+        r = readings_table.c
+        query = select(r.leaf).where(r.provider == provider, r.seq == int(seq))
+        found = conn.execute(query).scalar()
+        return None if found is None else int(found)
 
     def count_in(self, conn: Connection) -> int:
         """How many readings are stored, on the caller's connection."""

@@ -145,7 +145,7 @@ def add_log_routes(app: FastAPI, trust: TrustLog, principal: Callable[..., Any])
         source = trust.sources.get(kind)
         if source is None:
             raise HTTPException(400, f"unknown leaf kind {kind!r}")
-        index = log.find(kind, ref)
+        index = trust.find(kind, ref)
         if index is None:
             raise HTTPException(404, f"no {kind} {ref!r} in the log")
         try:
