@@ -178,6 +178,10 @@ def device_add(
     description: Annotated[str, typer.Option("--description")] = "",
     latitude: Annotated[float | None, typer.Option("--latitude", min=-90, max=90)] = None,
     longitude: Annotated[float | None, typer.Option("--longitude", min=-180, max=180)] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option("--subject", help="Person whose data it records (sensitive readings)."),
+    ] = None,
 ) -> None:
     """Register a device and write its credentials file (the platform keeps the public key)."""
     from msec.core.kinds import UnknownKind
@@ -205,6 +209,7 @@ def device_add(
             endpoint=endpoint,
             out=out,
             description=description,
+            subject=subject,
             latitude=latitude,
             longitude=longitude,
         )

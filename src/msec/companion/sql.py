@@ -434,6 +434,16 @@ class SqlCompanion:
             for i, row in enumerate(rows)
         ]
 
+    def created_at(self, record_ids: Sequence[str]) -> dict[str, float]:
+        """When each stored record of ``record_ids`` was stored (epoch s); others left out."""
+        c = records_table.c
+        found: dict[str, float] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(sorted(set(record_ids))):
+                query = select(c.record_id, c.created).where(c.record_id.in_(chunk))
+                found.update((record_id, float(at)) for record_id, at in conn.execute(query))
+        return found
+
     def _stored_ids(self, conn: Connection, record_ids: Sequence[str]) -> set[str]:
         c = records_table.c
         found: set[str] = set()

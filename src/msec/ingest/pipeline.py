@@ -7,14 +7,19 @@ message only after it returns, i.e. once its readings (or its security event) ar
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection
+
+from msec.companion import NewRecord, SqlCompanion, StoredRecord
 from msec.core.errors import Rejected, RejectReason
 from msec.core.kinds import DeviceKind, UnknownKind, get_kind
 from msec.core.models import Reading, SecurityEvent
+from msec.core.sensitive import SensitiveResources
 from msec.crypto import cose
 from msec.crypto.envelope import MAX_ENVELOPE_BYTES, decode_payload
 from msec.guard.base import EventLog
@@ -92,8 +97,15 @@ class Ingestor:
         registry_ttl: float = 5.0,
         retry_grace: float = RETRY_GRACE_S,
         on_stored: Callable[[Sequence[Reading]], None] | None = None,
+        sensitive: SensitiveResources | None = None,
+        companion: SqlCompanion | None = None,
     ) -> None:
+        if sensitive and companion is None:
+            raise ValueError("sensitive resources need a companion store")
         self._registry = registry
+        #: Readings of these resources go to ``companion``, encrypted under their subject.
+        self.sensitive = sensitive or SensitiveResources()
+        self._companion = companion
         self._twin = twin
         self._events = events
         self._clock = clock
@@ -134,7 +146,7 @@ class Ingestor:
             opened.append((len(readings), found))
             readings.extend(found)
 
-        stored = self._twin.write(readings) if readings else []
+        stored = self._store(readings, now) if readings else []
         new_keys = {(r.provider, r.seq) for r in stored}
         for reading in stored:
             if reading.seq > self._high.get(reading.provider, -1):
@@ -179,11 +191,62 @@ class Ingestor:
             self.on_stored(stored)
         return outcomes
 
+    def _store(self, readings: list[Reading], now: float) -> list[Reading]:
+        """Write the batch durably: sensitive readings to the companion store, the rest to
+        the twin, one transaction; return the readings that were new."""
+        is_sensitive = self.sensitive
+        if not is_sensitive:
+            return self._twin.write(readings)
+        plain: list[Reading] = []
+        private: list[Reading] = []
+        for r in readings:
+            (private if is_sensitive(r.provider, r.service, r.resource) else plain).append(r)
+        if not private:
+            return self._twin.write(plain)
+        companion = self._companion
+        assert companion is not None
+        records = [self._record(r, now) for r in private]
+        kept: list[StoredRecord] = []
+
+        def store_private(conn: Connection) -> None:
+            kept.extend(
+                companion.put_many(records, log=self._twin.log, skip_existing=True, conn=conn)
+            )
+
+        stored = self._twin.write(plain, also=store_private)
+        new_ids = {record.record_id for record in kept}
+        return stored + [r for r in private if f"{r.provider}/{r.seq}" in new_ids]
+
+    def _record(self, reading: Reading, now: float) -> NewRecord:
+        device = self._device(reading.provider, now)
+        subject = (device.subject if device is not None else None) or reading.provider
+        content = {
+            "provider": reading.provider,
+            "service": reading.service,
+            "resource": reading.resource,
+            "value": reading.value,
+            "timestamp": reading.timestamp,
+            "seq": reading.seq,
+        }
+        return NewRecord(
+            subject,
+            f"{reading.provider}/{reading.seq}",
+            json.dumps(content, separators=(",", ":")).encode(),
+            kind="reading",
+        )
+
     def _recent(self, readings: Sequence[Reading], now: float) -> bool:
         """Whether these (already stored) readings were stored within the retry grace."""
         if self._retry_grace <= 0:
             return False
-        when = self._twin.stored_at([(r.provider, r.seq) for r in readings])
+        keys = [(r.provider, r.seq) for r in readings]
+        when = self._twin.stored_at(keys)
+        if self._companion is not None and self.sensitive and len(when) < len(keys):
+            # Sensitive readings are stored as companion records "<provider>/<seq>".
+            created = self._companion.created_at([f"{p}/{seq}" for p, seq in keys])
+            for ref, at in created.items():
+                provider, _, seq = ref.rpartition("/")
+                when[(provider, int(seq))] = at
         return bool(when) and all(
             now - when.get((r.provider, r.seq), 0.0) < self._retry_grace for r in readings
         )

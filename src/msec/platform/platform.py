@@ -11,6 +11,7 @@ from msec.anchor.base import AnchorChain
 from msec.companion import FileKeyWrapper, KeyRing, SqlCompanion
 from msec.companion import leaf_sources as companion_sources
 from msec.core.errors import MsecError
+from msec.core.sensitive import SensitiveResources
 from msec.guard.sql import SqlEventLog
 from msec.ingest.pipeline import Ingestor
 from msec.platform.secrets import key_encryption_key, log_signer_key, platform_secrets
@@ -66,7 +67,8 @@ class Platform:
         signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
         sources = leaf_sources(twin, events, *companion_sources().items())
         trust = TrustLog(engine, log, signer, settings.witness_file, sources)
-        ingestor = Ingestor(registry, twin, events)
+        sensitive = SensitiveResources(settings.sensitive.resources)
+        ingestor = Ingestor(registry, twin, events, sensitive=sensitive, companion=companion)
         secrets = platform_secrets(settings.data_dir)
         return cls(settings, engine, registry, twin, events, ingestor, secrets, trust, companion)
 
@@ -82,8 +84,12 @@ class Platform:
         description: str = "",
         latitude: float | None = None,
         longitude: float | None = None,
+        subject: str | None = None,
     ) -> Device:
         """Register a new device and return its identity (saved to ``out`` if given).
+
+        ``subject`` names the person whose data the device records: its readings of
+        sensitive resources are stored encrypted under that subject (erasable with it).
 
         Raises ``DuplicateDevice`` if the name is taken, ``UnknownKind`` for a bad kind.
         """
@@ -100,6 +106,7 @@ class Platform:
             description=description,
             latitude=latitude,
             longitude=longitude,
+            subject=subject,
         )
         if out is not None and out.exists():
             raise FileExistsError(f"{out} exists: refusing to overwrite a credentials file")

@@ -90,6 +90,17 @@ class LogSettings(BaseModel):
     witness_file: Path | None = None
 
 
+class SensitiveSettings(BaseModel):
+    """Resources holding personal data (``[sensitive]``), stored in the companion store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``provider/service/resource`` patterns (``*``, ``?``), e.g. ``["home-*/*/*"]``: their
+    #: readings are encrypted under the device's subject (else the device's name), kept out
+    #: of the twin, and erased with the subject (``msec erase``).
+    resources: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     """Everything ``msec serve`` and ``msec demo`` need; see the module docstring."""
 
@@ -102,6 +113,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     anchor: AnchorSettings = AnchorSettings()
+    sensitive: SensitiveSettings = SensitiveSettings()
 
     @property
     def log_origin(self) -> str:

@@ -16,6 +16,8 @@ class DeviceRecord:
     leaves the device's credentials file); for ``HMAC256`` devices it is the shared MAC key,
     which is why the SQL registry stores secrets wrapped under the platform's key file.
     ``enc_key`` is the AES-256-GCM key for end-to-end payload encryption, if any.
+    ``subject`` is the person whose data the device records (a care patient's home sensor),
+    if any: their readings of sensitive resources are stored encrypted under that subject.
     """
 
     name: str
@@ -29,6 +31,7 @@ class DeviceRecord:
     latitude: float | None = None
     longitude: float | None = None
     created: float = 0.0
+    subject: str | None = None
 
 
 class DuplicateDevice(KeyError):

@@ -33,6 +33,7 @@ devices = sa.Table(
     sa.Column("latitude", sa.Float, nullable=True),
     sa.Column("longitude", sa.Float, nullable=True),
     sa.Column("created", sa.Float, nullable=False),
+    sa.Column("subject", sa.Text, nullable=True),
 )
 
 
@@ -51,7 +52,17 @@ class SqlRegistry:
         self._aead = AESGCM(kek)
 
     def create_schema(self) -> None:
+        """Create the table if missing (and ``subject`` on databases made before it)."""
         metadata.create_all(self._engine)
+        columns = {c["name"] for c in sa.inspect(self._engine).get_columns(devices.name)}
+        if "subject" not in columns:
+            try:
+                with self._engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {devices.name} ADD COLUMN subject TEXT")
+            except sa.exc.DBAPIError:
+                columns = {c["name"] for c in sa.inspect(self._engine).get_columns(devices.name)}
+                if "subject" not in columns:
+                    raise
 
     def add(self, record: DeviceRecord) -> DeviceRecord:
         created = record.created or time.time()
@@ -71,6 +82,7 @@ class SqlRegistry:
             "latitude": record.latitude,
             "longitude": record.longitude,
             "created": created,
+            "subject": record.subject,
         }
         try:
             with self._engine.begin() as conn:
@@ -113,6 +125,7 @@ class SqlRegistry:
             latitude=row.latitude,
             longitude=row.longitude,
             created=row.created,
+            subject=row.subject,
         )
 
     def _wrap(self, name: str, purpose: bytes, secret: bytes) -> bytes:

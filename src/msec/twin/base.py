@@ -6,9 +6,9 @@ resource has metadata (unit), a latest value and a history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from msec.core.models import Reading, ResourceValue
 
@@ -48,8 +48,12 @@ class Twin(Protocol):
     ) -> None:
         """Create the provider if missing, else update its metadata. Idempotent."""
 
-    def write(self, readings: Sequence[Reading]) -> list[Reading]:
+    def write(
+        self, readings: Sequence[Reading], *, also: Callable[[Any], None] | None = None
+    ) -> list[Reading]:
         """Store ``readings`` in one transaction and return those that were new.
+
+        ``also(conn)`` runs in the same transaction (other stores' rows of the same batch).
 
         A reading whose ``(provider, seq)`` is already stored is skipped (idempotent
         redelivery). When this returns, every returned reading is durable (committed).

@@ -567,16 +567,20 @@ class SqlTwin:
             conn.execute(stmt)
         self._kinds[name] = kind
 
-    def write(self, readings: Sequence[Reading]) -> list[Reading]:
+    def write(
+        self, readings: Sequence[Reading], *, also: Callable[[Connection], None] | None = None
+    ) -> list[Reading]:
         """Store ``readings`` in one transaction and return those that were new, in input order.
 
         A reading whose ``(provider, seq)`` is already stored, or repeats an earlier one
         of the same batch, is skipped. With a log, every new reading is appended to it as a
         leaf (:func:`reading_leaf_data`) in the same transaction, in (provider, seq) order:
-        a reading is never stored without its leaf. For each resource the latest value moves to the
-        newest reading by ``(timestamp, seq)``, never backwards; each provider's
-        ``last_seen`` becomes its newest reading's timestamp and ``battery`` / ``rssi``
-        its latest ``health`` values. When this returns, all of it is committed.
+        a reading is never stored without its leaf. ``also(conn)``, if given, runs last in
+        the same transaction (the companion store's records of the same batch). For each
+        resource the latest value moves to the newest reading by ``(timestamp, seq)``, never
+        backwards; each provider's ``last_seen`` becomes its newest reading's timestamp and
+        ``battery`` / ``rssi`` its latest ``health`` values. When this returns, all of it is
+        committed.
 
         Raises :class:`UnknownProvider` (nothing written) if a provider does not exist,
         ``TypeError`` (nothing written) for a value that is not float/int/bool/str.
@@ -584,7 +588,7 @@ class SqlTwin:
         unique: dict[tuple[str, int], Reading] = {}
         for reading in readings:
             unique.setdefault((reading.provider, reading.seq), reading)
-        if not unique:
+        if not unique and also is None:
             return []
         now = time.time()
         rows: list[_Row] = [
@@ -602,13 +606,15 @@ class SqlTwin:
                 first = self.log.lock(conn)
                 rows = [(*row[:9], first + i) for i, row in enumerate(rows)]
             kinds = self._provider_kinds(conn, {provider for provider, _ in unique})
-            new_rows = self._writer.store(conn, rows, kinds)
+            new_rows = self._writer.store(conn, rows, kinds) if rows else []
             if (
                 new_rows
                 and self.log is not None
                 and self.log.append(_log_entries(new_rows), conn=conn) != first
             ):
                 raise MsecError("the log grew inside this transaction")
+            if also is not None:
+                also(conn)
         new_keys = {(row[0], row[1]) for row in new_rows}
         return [reading for key, reading in unique.items() if key in new_keys]
 

@@ -24,7 +24,7 @@ from msec.core.models import SecurityEvent
 from msec.crypto.envelope import MAX_ENVELOPE_BYTES
 from msec.guard.base import EventLog
 from msec.ingest.pipeline import Incoming, Ingestor
-from msec.platform.trust import TrustLog
+from msec.tlog.trust import TrustLog
 from msec.twin.base import Twin
 from msec.web.log_api import add_log_routes
 

@@ -17,9 +17,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
-from msec.platform.trust import TrustLog
 from msec.tlog import LogError, open_checkpoint
 from msec.tlog.sql import MAX_ENTRIES_PER_READ
+from msec.tlog.trust import TrustLog
 
 _PREFIX = "/api/v1/log"
 _INT = re.compile(r"0|[1-9][0-9]{0,18}")
