@@ -135,6 +135,18 @@ class LogEntry:
     created: float
 
 
+def _cbor_sequence(items: list[tuple[str, str, float]]) -> bytes:
+    """The items as a CBOR sequence: one CBOR array encoded, without its header.
+
+    One encoder call per bundle instead of one per entry (a third of an append's time).
+    """
+    if not items:
+        return b""
+    count = len(items)
+    header = 1 if count < 24 else 2 if count < 256 else 3 if count < 65536 else 5
+    return cbor2.dumps(items)[header:]
+
+
 def decode_bundle(data: bytes) -> list[tuple[str, str, float]]:
     """The ``(kind, ref, created)`` entries of one stored bundle; ``ValueError`` if malformed."""
     stream = io.BytesIO(data)
@@ -419,12 +431,11 @@ class SqlLog:
                 select(bundles_table.c.entries).where(bundles_table.c.bundle == bundle)
             ).scalar()
             prefix = bytes(found) if found is not None else b""
-        dumps = cbor2.dumps
-        encoded = [dumps([kind, ref, created]) for _, kind, ref in rows]
+        items = [(kind, ref, created) for _, kind, ref in rows]
         head = TILE_WIDTH - slot
-        groups = [prefix + b"".join(encoded[:head])]
+        groups = [prefix + _cbor_sequence(items[:head])]
         groups += [
-            b"".join(encoded[i : i + TILE_WIDTH]) for i in range(head, len(encoded), TILE_WIDTH)
+            _cbor_sequence(items[i : i + TILE_WIDTH]) for i in range(head, len(items), TILE_WIDTH)
         ]
         new_rows = [{"bundle": bundle + i, "entries": data} for i, data in enumerate(groups)]
         if slot:
