@@ -136,3 +136,27 @@ def test_a_pattern_must_name_provider_service_and_resource() -> None:
     assert rules("home-1", "motion", "state") and not rules("llamas-1", "motion", "state")
     rules.add("*/health/battery")
     assert rules("llamas-1", "health", "battery")
+
+
+def test_rotating_the_companion_kek_keeps_every_record_readable(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    platform = open_platform(data_dir)
+    try:
+        home = platform.add_device("home-5", KIND, subject="luis")
+        send(platform, home.seal([("environment", "temperature", 19.0)]))
+    finally:
+        platform.close()
+    keys = data_dir / "keys"
+    old = (keys / "companion.kek").read_bytes()
+    runner = CliRunner()
+    rotated = runner.invoke(
+        app, ["companion", "rotate-kek", "--data-dir", str(data_dir), "--destroy-old"]
+    )
+    assert rotated.exit_code == 0, rotated.output
+    assert (keys / "companion.kek").read_bytes() != old
+    assert sorted(p.name for p in keys.glob("companion*.kek")) == ["companion.kek"]
+    env = {"MSEC_SENSITIVE__RESOURCES": '["home-*/environment/*"]'}
+    exported = runner.invoke(app, ["export", "luis", "--data-dir", str(data_dir)], env=env)
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["records"][0]["content"]["value"] == 19.0
+    assert not any(old in p.read_bytes() for p in keys.iterdir())

@@ -327,3 +327,20 @@ def test_postgresql_tampering_is_named(pg_installation: tuple[Path, str, Any]) -
     assert code == 1
     assert [p["ref"] for p in problems(report, "modified")] == ["llamas-v/11", "1"]
     assert [p["ref"] for p in problems(report, "missing_record")] == ["llamas-v/12"]
+
+
+# ---- msec log ------------------------------------------------------------------------------------
+def test_log_key_and_checkpoint_commands(installation: Path) -> None:
+    from msec.tlog import NoteVerifier, open_checkpoint
+
+    runner = CliRunner()
+    key = runner.invoke(app, ["log", "key", "--data-dir", str(installation)])
+    assert key.exit_code == 0, key.output
+    vkey = key.stdout.strip()
+    assert vkey.startswith("msec.local/default+") and vkey.count("+") >= 2
+    note = runner.invoke(app, ["log", "checkpoint", "--data-dir", str(installation)])
+    assert note.exit_code == 0, note.output
+    checkpoint = open_checkpoint(note.stdout, [NoteVerifier.from_string(vkey)])
+    assert checkpoint.size == READINGS + 1
+    missing = runner.invoke(app, ["log", "key", "--data-dir", str(installation / "nope")])
+    assert missing.exit_code == 2
