@@ -64,7 +64,7 @@ def test_sensitive_readings_are_encrypted_under_the_subject_and_kept_out_of_the_
     assert record["content"]["resource"] == "temperature"
     report = platform.trust.verify()
     assert report.ok, report.problems
-    assert report.by_kind == {"reading": 2, "record": 1}
+    assert report.by_kind == {"device": 2, "reading": 2, "record": 1}
     # The sensitive reading has a proof like any other record.
     ref = f"{export['subject_id']}/home-1/1"
     assert platform.trust.find("record", ref) is not None
@@ -100,7 +100,8 @@ def test_erasing_the_subject_leaves_a_verifiable_log(platform: Platform) -> None
         platform.export_subject("ana")
     report = platform.trust.verify()
     assert report.ok, report.problems
-    assert report.erased == 5 and report.by_kind == {"record": 5, "erasure": 1}
+    assert report.erased == 5
+    assert report.by_kind == {"device": 1, "record": 5, "erasure": 1}
     # Readings after the erasure start a new subject under the same name.
     send(platform, home.seal([("environment", "temperature", 30.0)]))
     assert len(platform.export_subject("ana")["records"]) == 1

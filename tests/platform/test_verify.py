@@ -107,8 +107,8 @@ def reading_index(data_dir: Path, ref: str) -> int:
 def test_an_untouched_installation_is_intact(installation: Path) -> None:
     code, report = verify(installation)
     assert code == 0, report
-    assert report["ok"] and report["size"] == READINGS + 1
-    assert report["by_kind"] == {"reading": READINGS, "event": 1}
+    assert report["ok"] and report["size"] == READINGS + 2  # and the device's registration
+    assert report["by_kind"] == {"device": 1, "reading": READINGS, "event": 1}
     assert report["checkpoints"] == 2 and report["external"] == 1  # the witness file
 
 
@@ -131,7 +131,7 @@ def test_changed_bytes_in_the_database_file_are_found(installation: Path) -> Non
     code, report = verify(installation)
     assert code == 1
     [modified] = problems(report, "modified")
-    assert modified["index"] == READINGS // 2  # the event logged between the two halves
+    assert modified["index"] == READINGS // 2 + 1  # the event logged between the two halves
 
 
 def test_a_deleted_reading_is_named(installation: Path) -> None:
@@ -171,7 +171,7 @@ def test_reordered_leaves_are_named(installation: Path) -> None:
     code, report = verify(installation)
     assert code == 1
     assert {(p["index"], p["ref"]) for p in problems(report, "modified")} == {
-        (10, "llamas-v/21"), (20, "llamas-v/11")
+        (10, "llamas-v/20"), (20, "llamas-v/10")
     }
     assert problems(report, "root_mismatch")
 
@@ -221,7 +221,7 @@ def test_truncated_leaves_are_a_rollback(installation: Path) -> None:
     code, report = verify(installation)
     assert code == 1
     [rollback] = problems(report, "rollback")
-    assert f"has {READINGS + 1} leaves" in rollback["detail"]
+    assert f"has {READINGS + 2} leaves" in rollback["detail"]
 
 
 def add_events(data_dir: Path, count: int) -> None:
@@ -252,7 +252,7 @@ def test_a_database_rolled_back_to_an_old_copy_is_detected(tmp_path: Path) -> No
     code, report = verify(data_dir)
     assert code == 1
     [rollback] = problems(report, "rollback")
-    assert "witness" in rollback["detail"] and f"has {READINGS + 6} leaves" in rollback["detail"]
+    assert "witness" in rollback["detail"] and f"has {READINGS + 7} leaves" in rollback["detail"]
     # The platform itself refuses to sign over the rolled-back database.
     platform = open_platform(data_dir)
     try:
@@ -271,7 +271,7 @@ def test_an_independent_witness_file_is_checked_and_updated(tmp_path: Path) -> N
     add_events(data_dir, 3)
     mine = tmp_path / "my-witness"
     assert verify(data_dir, "--update-witness", str(mine))[0] == 0
-    assert mine.read_text().startswith(f"msec.local/default\n{READINGS + 4}\n")
+    assert mine.read_text().startswith(f"msec.local/default\n{READINGS + 5}\n")
     # The attacker restores the old database and removes the witness kept beside it:
     restore(data_dir, backup)
     (data_dir / "witness" / "checkpoint").unlink()
@@ -341,6 +341,40 @@ def test_log_key_and_checkpoint_commands(installation: Path) -> None:
     note = runner.invoke(app, ["log", "checkpoint", "--data-dir", str(installation)])
     assert note.exit_code == 0, note.output
     checkpoint = open_checkpoint(note.stdout, [NoteVerifier.from_string(vkey)])
-    assert checkpoint.size == READINGS + 1
+    assert checkpoint.size == READINGS + 2
     missing = runner.invoke(app, ["log", "key", "--data-dir", str(installation / "nope")])
     assert missing.exit_code == 2
+
+
+def test_device_registrations_and_revocations_are_logged(installation: Path) -> None:
+    platform = open_platform(installation)
+    try:
+        platform.add_device("llamas-w", "environment_station")
+        assert platform.registry.revoke("llamas-w")
+        assert platform.registry.revoke("llamas-w")  # again: no second leaf
+        platform.trust.checkpoint()
+        assert platform.trust.find("revocation", "llamas-w") == READINGS + 3
+    finally:
+        platform.close()
+    code, report = verify(installation)
+    assert code == 0, report
+    assert report["by_kind"]["device"] == 2 and report["by_kind"]["revocation"] == 1
+    # An attacker who swaps a device's public key, un-revokes one and registers another:
+    conn = sqlite3.connect(installation / "msec.db")
+    try:
+        [(key,)] = conn.execute("SELECT verify_key FROM registry_devices WHERE name='llamas-w'")
+        conn.execute("UPDATE registry_devices SET verify_key = ? WHERE name = 'llamas-v'", (key,))
+        conn.execute("UPDATE registry_devices SET revoked = 0 WHERE name = 'llamas-w'")
+        conn.execute(
+            "INSERT INTO registry_devices (name, kind, tenant, alg, verify_key, revoked, "
+            "description, created) SELECT 'rogue', kind, tenant, alg, verify_key, 0, '', created "
+            "FROM registry_devices WHERE name = 'llamas-v'"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    code, report = verify(installation)
+    assert code == 1
+    assert [p["ref"] for p in problems(report, "modified")] == ["llamas-v"]
+    assert [p["ref"] for p in problems(report, "missing_record")] == ["llamas-w"]
+    assert [p["ref"] for p in problems(report, "inserted")] == ["rogue"]

@@ -138,7 +138,7 @@ def test_checkpoint_and_inclusion_proofs_verify_with_outside_code(
     vkey = client.get("/api/v1/log/key").text
     note = client.get("/api/v1/log/checkpoint").text
     origin, size, root = open_note(note, vkey)
-    assert origin == "msec.local/default" and size == 21
+    assert origin == "msec.local/default" and size == 22  # the device's registration first
     for index in range(size):
         proof = client.get("/api/v1/log/proof/inclusion", params={"index": index}).json()
         assert proof["size"] == size
@@ -152,8 +152,8 @@ def test_consistency_between_two_checkpoints(client: TestClient, device: Device)
     _, first, r1 = open_note(client.get("/api/v1/log/checkpoint").text, vkey)
     ingest(client, device, 13)
     _, second, r2 = open_note(client.get("/api/v1/log/checkpoint").text, vkey)
-    assert (first, second) == (5, 18)
-    proof = client.get("/api/v1/log/proof/consistency", params={"first": 5, "second": 18})
+    assert (first, second) == (6, 19)  # the device's registration, then the readings
+    proof = client.get("/api/v1/log/proof/consistency", params={"first": 6, "second": 19})
     check_consistency(first, second, r1, r2, b64(proof.json()["hashes"]))
     with pytest.raises(AssertionError):
         check_consistency(first, second, r1, _h(b"other"), b64(proof.json()["hashes"]))
@@ -173,7 +173,7 @@ def test_a_records_proof_leads_from_its_bytes_to_the_signed_checkpoint(
     leaf = _h(b"\x00" + data)
     assert base64.b64decode(proof["leaf_hash"]) == leaf
     _, size, root = open_note(proof["checkpoint"], client.get("/api/v1/log/key").text)
-    assert size == proof["size"] == 7
+    assert size == proof["size"] == 8
     assert root_from_inclusion(proof["index"], size, leaf, b64(proof["hashes"])) == root
     assert b"llamas-log" in data  # the leaf data names what it logs
     missing = client.get(
@@ -187,10 +187,10 @@ def test_entries_list_kind_and_ref(client: TestClient, device: Device) -> None:
     client.get("/api/v1/providers")  # unauthorised: a security event, so a leaf too
     entries = client.get("/api/v1/log/entries", params={"start": 0, "end": 10}, headers=AUTH)
     kinds = [(e["index"], e["kind"], e["ref"]) for e in entries.json()["entries"]]
-    # Sequence numbers start at 1.
-    assert kinds[:3] == [(0, "reading", "llamas-log/1"), (1, "reading", "llamas-log/2"),
-                         (2, "reading", "llamas-log/3")]
-    assert kinds[3][1] == "event"
+    # The registration first; sequence numbers start at 1.
+    assert kinds[:4] == [(0, "device", "llamas-log"), (1, "reading", "llamas-log/1"),
+                         (2, "reading", "llamas-log/2"), (3, "reading", "llamas-log/3")]
+    assert kinds[4][1] == "event"
 
 
 BAD = ["-1", "1.5", "0x10", "", " 1", "1e3", "99999999999999999999999", "abc", "\uff11"]
@@ -214,7 +214,7 @@ def test_malformed_proof_parameters_are_400(client: TestClient, device: Device,
 
 
 @pytest.mark.parametrize("params", [
-    {"index": "4", "size": "4"}, {"index": "0", "size": "5"}, {"index": "0", "size": "0"},
+    {"index": "5", "size": "5"}, {"index": "0", "size": "6"}, {"index": "0", "size": "0"},
     {"size": "4"}, {},
 ])
 def test_out_of_range_inclusion_is_400(client: TestClient, device: Device,

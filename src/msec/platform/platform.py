@@ -56,8 +56,8 @@ class Platform:
             # Readings, keys and logs are nobody else's business on a shared host.
             data_dir.mkdir(parents=True, mode=0o700)
         engine = make_engine(settings.database_url)
-        registry = SqlRegistry(engine, kek=key_encryption_key(data_dir))
         log = SqlLog(engine)
+        registry = SqlRegistry(engine, kek=key_encryption_key(data_dir), log=log)
         twin = SqlTwin(engine, log=log)
         events = SqlEventLog(engine, log=log)
         companion = SqlCompanion(engine, companion_keyring(data_dir, create=create))
@@ -65,7 +65,8 @@ class Platform:
             for part in (registry, log, twin, events, companion):
                 part.create_schema()
         signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
-        sources = leaf_sources(twin, events, *companion_sources().items())
+        more = {**registry.leaf_sources(), **companion_sources()}
+        sources = leaf_sources(twin, events, *more.items())
         trust = TrustLog(engine, log, signer, settings.witness_file, sources)
         sensitive = SensitiveResources(settings.sensitive.resources)
         ingestor = Ingestor(registry, twin, events, sensitive=sensitive, companion=companion)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
 
+import cbor2
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from msec.core.errors import MsecError
 from msec.registry.base import DeviceRecord, DuplicateDevice
+from msec.tlog import SqlLog, leaf_hash
 
 metadata = sa.MetaData()
 
@@ -34,7 +38,40 @@ devices = sa.Table(
     sa.Column("longitude", sa.Float, nullable=True),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("subject", sa.Text, nullable=True),
+    # The transparency log: the registration's leaf, and the revocation's (with its time).
+    sa.Column("leaf", sa.BigInteger, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revocation_leaf", sa.BigInteger, nullable=True),
 )
+
+DEVICE_LEAF: Final = "device"
+"""Log leaf kind of a device registration; its ref is the device name."""
+REVOCATION_LEAF: Final = "revocation"
+"""Log leaf kind of a device revocation; its ref is the device name."""
+_REGISTERED: Final = (
+    "name", "kind", "tenant", "alg", "verify_key", "enc_key", "description", "latitude",
+    "longitude", "created", "subject",
+)  # fmt: skip
+_NEW_COLUMNS: Final = (
+    ("subject", "TEXT"),
+    ("leaf", "BIGINT"),
+    ("revoked_at", "DOUBLE PRECISION"),
+    ("revocation_leaf", "BIGINT"),
+)
+
+
+def device_leaf_data(row: Mapping[str, Any]) -> bytes:
+    """Leaf data of a registration: canonical CBOR of the row as registered (keys as stored:
+    public keys in clear, shared keys wrapped). Revocation is a leaf of its own."""
+    values = [row[name] for name in _REGISTERED]
+    values[4] = bytes(values[4])
+    values[5] = None if values[5] is None else bytes(values[5])
+    return cbor2.dumps(["msec.registry.device/1", *values], canonical=True)
+
+
+def revocation_leaf_data(name: str, revoked_at: float) -> bytes:
+    """Leaf data of a revocation: canonical CBOR ``["msec.registry.revocation/1", name, at]``."""
+    return cbor2.dumps(["msec.registry.revocation/1", name, float(revoked_at)], canonical=True)
 
 
 class SqlRegistry:
@@ -45,24 +82,32 @@ class SqlRegistry:
     database dump alone therefore does not let anyone forge HMAC devices or read payloads.
     """
 
-    def __init__(self, engine: sa.Engine, *, kek: bytes) -> None:
+    def __init__(self, engine: sa.Engine, *, kek: bytes, log: SqlLog | None = None) -> None:
         if len(kek) != 32:
             raise ValueError("the key-encryption key must be 32 bytes")
         self._engine = engine
         self._aead = AESGCM(kek)
+        #: With a log, every registration and revocation is a leaf of it (same transaction).
+        self.log = log
 
     def create_schema(self) -> None:
-        """Create the table if missing (and ``subject`` on databases made before it)."""
+        """Create the table if missing (and the columns of databases made before them)."""
         metadata.create_all(self._engine)
-        columns = {c["name"] for c in sa.inspect(self._engine).get_columns(devices.name)}
-        if "subject" not in columns:
+        for name, sql_type in _NEW_COLUMNS:
+            columns = {c["name"] for c in sa.inspect(self._engine).get_columns(devices.name)}
+            if name in columns:
+                continue
             try:
                 with self._engine.begin() as conn:
-                    conn.exec_driver_sql(f"ALTER TABLE {devices.name} ADD COLUMN subject TEXT")
+                    conn.exec_driver_sql(f"ALTER TABLE {devices.name} ADD COLUMN {name} {sql_type}")
             except sa.exc.DBAPIError:
                 columns = {c["name"] for c in sa.inspect(self._engine).get_columns(devices.name)}
-                if "subject" not in columns:
+                if name not in columns:
                     raise
+
+    def _begin(self) -> Any:
+        """A write transaction holding the log's lock (when there is a log)."""
+        return _Writing(self._engine, self.log)
 
     def add(self, record: DeviceRecord) -> DeviceRecord:
         created = record.created or time.time()
@@ -85,8 +130,12 @@ class SqlRegistry:
             "subject": record.subject,
         }
         try:
-            with self._engine.begin() as conn:
+            with self._begin() as (conn, first):
+                row["leaf"] = first
                 conn.execute(devices.insert().values(**row))
+                if self.log is not None:
+                    entry = (leaf_hash(device_leaf_data(row)), DEVICE_LEAF, record.name)
+                    self.log.append([entry], conn=conn)
         except sa.exc.IntegrityError:
             raise DuplicateDevice(record.name) from None
         return self.get(record.name)  # type: ignore[return-value]
@@ -102,11 +151,27 @@ class SqlRegistry:
         return [self._record(r) for r in rows]
 
     def revoke(self, name: str) -> bool:
-        with self._engine.begin() as conn:
+        """Revoke ``name`` (once: revoking again changes nothing); False if unknown."""
+        with self._begin() as (conn, first):
+            now = time.time()
             result = conn.execute(
-                devices.update().where(devices.c.name == name).values(revoked=True)
+                devices.update()
+                .where(devices.c.name == name, devices.c.revoked.is_(False))
+                .values(revoked=True, revoked_at=now, revocation_leaf=first)
             )
-        return result.rowcount > 0
+            if result.rowcount and self.log is not None:
+                entry = (leaf_hash(revocation_leaf_data(name, now)), REVOCATION_LEAF, name)
+                self.log.append([entry], conn=conn)
+            if result.rowcount:
+                return True
+            found = conn.execute(sa.select(devices.c.name).where(devices.c.name == name))
+            return found.first() is not None
+
+    # -- verification support (msec verify) ------------------------------------------------
+
+    def leaf_sources(self) -> dict[str, Any]:
+        """The auditor's sources of ``device`` and ``revocation`` leaves."""
+        return {DEVICE_LEAF: _DeviceLeaves(), REVOCATION_LEAF: _RevocationLeaves()}
 
     def _record(self, row: sa.Row) -> DeviceRecord:
         verify_key = bytes(row.verify_key)
@@ -140,3 +205,81 @@ class SqlRegistry:
                 f"cannot unwrap the keys of device {name!r}: the key file (keys/kek.key) is "
                 "not the one they were wrapped with, or the row was altered"
             ) from None
+
+
+class _Writing:
+    """``with _Writing(engine, log) as (conn, first_leaf)``: a write transaction that holds
+    the log's lock first (``first_leaf`` is the next leaf index, ``None`` without a log)."""
+
+    def __init__(self, engine: sa.Engine, log: SqlLog | None) -> None:
+        self._engine = engine
+        self._log = log
+        self._context: Any = None
+
+    def __enter__(self) -> tuple[sa.Connection, int | None]:
+        self._context = self._engine.begin()
+        conn = self._context.__enter__()
+        if self._log is None:
+            return conn, None
+        if self._engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return conn, self._log.lock(conn)
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._context.__exit__(*exc)
+
+
+class _DeviceLeaves:
+    """Registrations as the auditor sees them (ref: device name)."""
+
+    def leaf_data(self, conn: sa.Connection, refs: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        names = sorted(set(refs))
+        for start in range(0, len(names), 500):
+            query = devices.select().where(devices.c.name.in_(names[start : start + 500]))
+            for row in conn.execute(query):
+                found[row.name] = device_leaf_data(row._mapping)
+        return found
+
+    def leaf_index(self, conn: sa.Connection, ref: str) -> int | None:
+        found = conn.execute(sa.select(devices.c.leaf).where(devices.c.name == ref)).scalar()
+        return None if found is None else int(found)
+
+    def count_in(self, conn: sa.Connection) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(devices)).scalar_one())
+
+    def refs_in(self, conn: sa.Connection) -> Iterator[str]:
+        for (name,) in conn.execute(sa.select(devices.c.name)):
+            yield name
+
+
+class _RevocationLeaves:
+    """Revocations as the auditor sees them (ref: device name). A revoked device whose
+    revocation is undone (``revoked`` set back) no longer matches its leaf."""
+
+    def leaf_data(self, conn: sa.Connection, refs: Sequence[str]) -> dict[str, bytes]:
+        c = devices.c
+        found: dict[str, bytes] = {}
+        names = sorted(set(refs))
+        for start in range(0, len(names), 500):
+            query = sa.select(c.name, c.revoked_at).where(
+                c.name.in_(names[start : start + 500]), c.revoked.is_(True)
+            )
+            for name, revoked_at in conn.execute(query):
+                if revoked_at is not None:
+                    found[name] = revocation_leaf_data(name, revoked_at)
+        return found
+
+    def leaf_index(self, conn: sa.Connection, ref: str) -> int | None:
+        c = devices.c
+        found = conn.execute(sa.select(c.revocation_leaf).where(c.name == ref)).scalar()
+        return None if found is None else int(found)
+
+    def count_in(self, conn: sa.Connection) -> int:
+        c = devices.c
+        query = sa.select(sa.func.count()).select_from(devices)
+        return int(conn.execute(query.where(c.revoked.is_(True))).scalar_one())
+
+    def refs_in(self, conn: sa.Connection) -> Iterator[str]:
+        for (name,) in conn.execute(sa.select(devices.c.name).where(devices.c.revoked.is_(True))):
+            yield name
