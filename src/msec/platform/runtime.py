@@ -213,6 +213,7 @@ class Runtime:
         interval = self.settings.log.checkpoint_interval_s
         signed = -1
         anchorer: Anchorer | None = None
+        retry_at = 0.0
         while not self._stop.wait(interval):
             try:
                 size = trust.log.size()
@@ -220,7 +221,9 @@ class Runtime:
                     trust.checkpoint()
                     signed = size
                 if self.settings.anchor.enabled:
-                    anchorer = anchorer or self._anchorer()
+                    if anchorer is None and time.monotonic() >= retry_at:
+                        anchorer = self._anchorer()
+                        retry_at = time.monotonic() + 30.0  # an unusable chain: log every 30 s
                     if anchorer is not None:
                         anchorer.run_once()  # never raises; failures are retried next time
             except LogError as exc:
