@@ -378,3 +378,19 @@ def test_device_registrations_and_revocations_are_logged(installation: Path) -> 
     assert [p["ref"] for p in problems(report, "modified")] == ["llamas-v"]
     assert [p["ref"] for p in problems(report, "missing_record")] == ["llamas-w"]
     assert [p["ref"] for p in problems(report, "inserted")] == ["rogue"]
+
+
+def test_a_changed_latest_value_or_health_is_named(installation: Path) -> None:
+    """The API's latest values and health are derived from the history: checked too."""
+    sql(
+        installation,
+        "UPDATE twin_resources SET value_num = 5.0 WHERE provider = 'llamas-v' "
+        "AND resource = 'temperature'",
+        "UPDATE twin_providers SET last_seen = last_seen + 3600 WHERE name = 'llamas-v'",
+    )
+    code, report = verify(installation)
+    assert code == 1
+    assert {(p["ref"], p["detail"][:20]) for p in problems(report, "derived")} == {
+        ("llamas-v/environment/temperature", "its latest value dif"),
+        ("llamas-v", "its last_seen is not"),
+    }

@@ -67,7 +67,8 @@ class Platform:
         signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
         more = {**registry.leaf_sources(), **companion_sources()}
         sources = leaf_sources(twin, events, *more.items())
-        trust = TrustLog(engine, log, signer, settings.witness_file, sources)
+        derived = [twin.derived_problems]
+        trust = TrustLog(engine, log, signer, settings.witness_file, sources, derived)
         sensitive = SensitiveResources(settings.sensitive.resources)
         ingestor = Ingestor(registry, twin, events, sensitive=sensitive, companion=companion)
         secrets = platform_secrets(settings.data_dir)

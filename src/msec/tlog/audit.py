@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -233,11 +233,14 @@ def audit(
     *,
     external: Sequence[ExternalCheckpoint] = (),
     progress: Callable[[int, int], None] | None = None,
+    derived: Sequence[Callable[[Connection], Iterable[tuple[str, str]]]] = (),
 ) -> AuditReport:
     """Check the whole log on ``engine`` against ``sources`` (leaf kind → source).
 
     ``verifier`` is the log's key and ``origin`` its origin: every stored checkpoint, and
     every ``external`` one with a note, must carry a valid signature for that origin.
+    ``derived`` are checks of state derived from logged rows (the twin's latest values):
+    each yields ``(where, what)`` for what disagrees, reported as ``derived`` problems.
     ``progress(done, total)`` is called as leaves are checked. Raises only for database
     errors (the caller reports them as I/O errors); everything found wrong is in the report.
     """
@@ -246,6 +249,9 @@ def audit(
     conn = _snapshot(engine)
     try:
         _audit(conn, report, sources, verifier, origin, external, progress)
+        for check in derived:
+            for where, what in check(conn):
+                report.add(Problem("derived", what, None, where))
     finally:
         conn.close()
     report.elapsed_s = time.perf_counter() - started

@@ -13,11 +13,11 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from msec.tlog.audit import AuditReport, ExternalCheckpoint, LeafSource, audit
 from msec.tlog.checkpoint import Checkpoint, NoteError, NoteSigner, NoteVerifier, open_checkpoint
@@ -49,6 +49,7 @@ class TrustLog:
         signer: NoteSigner,
         witness_file: Path,
         sources: Mapping[str, LeafSource],
+        derived: Sequence[Callable[[Connection], Iterable[tuple[str, str]]]] = (),
     ) -> None:
         self.engine = engine
         self.log = log
@@ -56,6 +57,8 @@ class TrustLog:
         self.origin = signer.name
         self.witness_file = witness_file
         self.sources = dict(sources)
+        #: Checks of state derived from logged rows (see :func:`~msec.tlog.audit.audit`).
+        self.derived = list(derived)
         self._signing = threading.Lock()
 
     @property
@@ -186,4 +189,5 @@ class TrustLog:
             self.origin,
             external=external,
             progress=progress,
+            derived=self.derived,
         )

@@ -799,6 +799,59 @@ class SqlTwin:
         found = conn.execute(query).scalar()
         return None if found is None else int(found)
 
+    def derived_problems(self, conn: Connection) -> Iterator[tuple[str, str]]:
+        """``(where, what)`` for every latest value or provider health that is not what the
+        history says (the history is what the log covers; these tables are derived from it).
+
+        A resource's latest value must be its newest history row by ``(timestamp, seq)``; a
+        provider's ``last_seen`` the newest timestamp of its history, and ``battery`` /
+        ``rssi`` its latest ``health`` values.
+        """
+        r, h = resources_table.c, readings_table.c
+        n = readings_table.alias("newer").c
+        newer = (
+            select(n.seq)
+            .where(
+                n.provider == r.provider,
+                n.service == r.service,
+                n.resource == r.resource,
+                tuple_(n.timestamp, n.seq) > tuple_(r.timestamp, r.seq),
+            )
+            .correlate(resources_table)
+            .exists()
+        )
+        query = select(
+            r.provider, r.service, r.resource, r.value_type, r.value_num, r.value_text,
+            r.timestamp, r.seq, h.service, h.resource, h.value_type, h.value_num, h.value_text,
+            h.timestamp, newer,
+        ).select_from(
+            resources_table.outerjoin(
+                readings_table, and_(h.provider == r.provider, h.seq == r.seq)
+            )
+        )  # fmt: skip
+        latest: dict[tuple[str, str], float | None] = {}
+        for row in conn.execute(query):
+            where = f"{row[0]}/{row[1]}/{row[2]}"
+            if row[8] is None:
+                yield where, f"its latest value (seq {row[7]}) is no stored reading"
+            elif tuple(row[1:3]) != tuple(row[8:10]) or tuple(row[3:7]) != tuple(row[10:14]):
+                yield where, f"its latest value differs from the stored reading seq {row[7]}"
+            elif row[14]:
+                yield where, "a newer stored reading is not its latest value"
+            if row[1] == "health":
+                latest[(row[0], row[2])] = row[4]
+        p = providers_table.c
+        newest = dict(
+            conn.execute(select(h.provider, func.max(h.timestamp)).group_by(h.provider)).all()
+        )
+        for name, last_seen, battery, rssi in conn.execute(
+            select(p.name, p.last_seen, p.battery, p.rssi)
+        ):
+            if last_seen != newest.get(name):
+                yield name, "its last_seen is not its newest stored reading's time"
+            if battery != latest.get((name, "battery")) or rssi != latest.get((name, "rssi")):
+                yield name, "its battery or rssi is not its latest stored health value"
+
     def count_in(self, conn: Connection) -> int:
         """How many readings are stored, on the caller's connection."""
         return int(conn.execute(select(func.count()).select_from(readings_table)).scalar_one())
