@@ -324,3 +324,25 @@ def bench_log(
     else:
         for key, value in result.items():
             console.print(f"{key:>26}: {value}")
+
+
+@bench_app.command("access")
+def bench_access(
+    policies: Annotated[
+        int, typer.Option("--policies", min=0, help="Policies over 10,000 providers.")
+    ] = 100_000,
+    decisions: Annotated[int, typer.Option("--decisions", min=1)] = 200_000,
+    casbin_seconds: Annotated[
+        float, typer.Option("--casbin-seconds", min=0.1, help="Time given to casbin.")
+    ] = 20.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Policy decisions per second and their p99, beside casbin on the same workload."""
+    from msec.bench.access import run_access_bench
+
+    result = run_access_bench(policies=policies, decisions=decisions, casbin_seconds=casbin_seconds)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>24}: {value}")

@@ -1,0 +1,1 @@
+"""The access layer: principals, policies on the twin, consent, audit (issue 4, in progress)."""
