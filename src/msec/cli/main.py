@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from msec.cli.access import token_app, user_app
 from msec.cli.trust import companion_app, erase, export, log_app, verify
 from msec.platform.settings import Settings
 
@@ -22,6 +23,8 @@ app.add_typer(device_app, name="device")
 app.add_typer(bench_app, name="bench")
 app.add_typer(log_app, name="log")
 app.add_typer(companion_app, name="companion")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 app.command("verify")(verify)
 app.command("export")(export)
 app.command("erase")(erase)

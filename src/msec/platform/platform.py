@@ -7,6 +7,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from msec.access.audit import AUDIT_LEAF, SqlAudit
+from msec.access.consent import SqlConsent
+from msec.access.principals import SqlPrincipals
 from msec.anchor.base import AnchorChain
 from msec.companion import FileKeyWrapper, KeyRing, SqlCompanion
 from msec.companion import leaf_sources as companion_sources
@@ -41,6 +44,9 @@ class Platform:
     secrets: dict[str, str]
     trust: TrustLog
     companion: SqlCompanion
+    principals: SqlPrincipals
+    audit: SqlAudit
+    consent: SqlConsent
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = True) -> Platform:
@@ -61,18 +67,40 @@ class Platform:
         twin = SqlTwin(engine, log=log)
         events = SqlEventLog(engine, log=log)
         companion = SqlCompanion(engine, companion_keyring(data_dir, create=create))
+        principals = SqlPrincipals(engine, log=log)
+        audit = SqlAudit(engine, log=log)
+        consent = SqlConsent(engine, log=log)
         if create:
-            for part in (registry, log, twin, events, companion):
+            for part in (log, registry, twin, events, companion, principals, audit, consent):
                 part.create_schema()
         signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
-        more = {**registry.leaf_sources(), **companion_sources()}
+        more = {
+            **registry.leaf_sources(),
+            **companion_sources(),
+            **principals.leaf_sources(),
+            **consent.leaf_sources(),
+            AUDIT_LEAF: audit,
+        }
         sources = leaf_sources(twin, events, *more.items())
         derived = [twin.derived_problems]
         trust = TrustLog(engine, log, signer, settings.witness_file, sources, derived)
         sensitive = SensitiveResources(settings.sensitive.resources)
         ingestor = Ingestor(registry, twin, events, sensitive=sensitive, companion=companion)
         secrets = platform_secrets(settings.data_dir)
-        return cls(settings, engine, registry, twin, events, ingestor, secrets, trust, companion)
+        return cls(
+            settings,
+            engine,
+            registry,
+            twin,
+            events,
+            ingestor,
+            secrets,
+            trust,
+            companion,
+            principals,
+            audit,
+            consent,
+        )
 
     def add_device(
         self,

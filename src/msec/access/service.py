@@ -1,0 +1,177 @@
+"""The access layer as the API uses it: who is asking, may they, and what is recorded.
+
+:class:`AccessService` ties the pieces together for one request:
+
+- :meth:`authenticate` turns a bearer token into a :class:`~msec.access.model.Principal`
+  (through the principal store; a failure is a security event, never a detail for the
+  client);
+- :meth:`authorize` asks the :class:`~msec.access.engine.PolicyEngine`, with what the
+  platform knows of the resource (its tenant, data subject, sensitivity); records every
+  decision on a sensitive resource and every denial in the audit trail, and every denial as
+  an ``access_denied`` security event (both are transparency-log leaves);
+- :meth:`throttle` applies the per-principal rate limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from msec.access.audit import SqlAudit
+from msec.access.engine import PolicyEngine, ResourceInfo
+from msec.access.model import ANONYMOUS, Decision, Principal, Verb
+from msec.access.ratelimit import RateLimiter
+from msec.core.errors import MsecError
+from msec.guard.base import EventLog
+
+__all__ = ["AccessDenied", "AccessService", "NotAuthenticated", "TokenStore"]
+
+
+class NotAuthenticated(MsecError):
+    """No valid credentials: the API answers 401 (the reason went to the security log)."""
+
+
+class AccessDenied(MsecError):
+    """The principal may not do this: the API answers 403 (or 404 to hide existence)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class TokenStore(Protocol):
+    """What the service needs from the principal store."""
+
+    def authenticate_token(self, token: str) -> Principal: ...
+
+
+ResourceLookup = Callable[[str], ResourceInfo | None]
+"""``provider -> ResourceInfo`` (tenant, subject; sensitivity is per resource, see below)."""
+
+
+class AccessService:
+    """One installation's enforcement point. Thread-safe."""
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        tokens: TokenStore | None,
+        audit: SqlAudit,
+        events: EventLog,
+        resources: ResourceLookup,
+        sensitive: Callable[[str, str, str], bool] = lambda p, s, r: False,
+        static_tokens: Mapping[str, Principal] | None = None,
+        limiter: RateLimiter | None = None,
+        info_ttl: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self._tokens = tokens
+        self.audit = audit
+        self._events = events
+        self._resources = resources
+        self._sensitive = sensitive
+        self._static = dict(static_tokens or {})
+        self.limiter = limiter
+        self._ttl = info_ttl
+        self._info: dict[str, tuple[float, ResourceInfo | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- who -----------------------------------------------------------------------------------
+
+    def authenticate(self, token: str | None, *, source: str) -> Principal:
+        """The principal a bearer token stands for; ANONYMOUS for no token.
+
+        Raises :class:`NotAuthenticated` for a token that is malformed, unknown, expired or
+        revoked (recorded as an ``unauthorized`` security event with the reason).
+        """
+        if not token:
+            return ANONYMOUS
+        for known, principal in self._static.items():
+            if _same(token, known):
+                return principal
+        if self._tokens is not None:
+            try:
+                return self._tokens.authenticate_token(token)
+            except MsecError as exc:
+                reason = getattr(exc, "reason", "invalid")
+                self._events.warn("unauthorized", f"bearer token refused: {reason}", source=source)
+                raise NotAuthenticated("invalid bearer token") from None
+        self._events.warn("unauthorized", "bearer token refused: unknown", source=source)
+        raise NotAuthenticated("invalid bearer token")
+
+    def throttle(self, principal: Principal, source: str) -> float:
+        """0.0, or the seconds this principal (or anonymous client) must wait (429)."""
+        if self.limiter is None:
+            return 0.0
+        key = principal.id if principal.authenticated else f"anonymous:{source}"
+        return self.limiter.hit(key)
+
+    # -- may they ------------------------------------------------------------------------------
+
+    def resource_info(self, provider: str) -> ResourceInfo | None:
+        now = time.monotonic()
+        cached = self._info.get(provider)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        info = self._resources(provider)
+        with self._lock:
+            if len(self._info) > 100_000:
+                self._info.clear()
+            self._info[provider] = (now, info)
+        return info
+
+    def authorize(
+        self,
+        principal: Principal,
+        verb: Verb,
+        provider: str,
+        service: str = "*",
+        resource: str = "*",
+        *,
+        source: str,
+        record: bool = True,
+    ) -> Decision:
+        """Decide, and record what must be recorded. An unknown provider is decided as a
+        resource of the principal's own tenant (so that the answer says nothing about
+        whether it exists)."""
+        info = self.resource_info(provider) or ResourceInfo(principal.tenant or "default")
+        sensitive = (
+            service != "*" and resource != "*" and self._sensitive(provider, service, resource)
+        )
+        if sensitive != info.sensitive:
+            info = ResourceInfo(info.tenant, info.subject, sensitive)
+        decision = self.engine.decide(principal, verb, provider, service, resource, info)
+        if record and (decision.sensitive or not decision.allowed):
+            target = f"{provider}/{service}/{resource}"
+            self.audit.record(principal, verb, target, decision, source=source)
+            if not decision.allowed:
+                self._events.warn(
+                    "access_denied",
+                    f"{principal.id} {verb} {target}: {decision.reason}",
+                    source=source,
+                )
+        return decision
+
+    def require(
+        self,
+        principal: Principal,
+        verb: Verb,
+        provider: str,
+        service: str = "*",
+        resource: str = "*",
+        *,
+        source: str,
+    ) -> Decision:
+        """:meth:`authorize`, raising :class:`AccessDenied` when not allowed."""
+        decision = self.authorize(principal, verb, provider, service, resource, source=source)
+        if not decision.allowed:
+            raise AccessDenied(decision)
+        return decision
+
+
+def _same(offered: str, known: str) -> bool:
+    return hmac.compare_digest(offered.encode(), known.encode())
