@@ -31,7 +31,11 @@ __all__ = ["AccessDenied", "AccessService", "NotAuthenticated", "TokenStore"]
 
 
 class NotAuthenticated(MsecError):
-    """No valid credentials: the API answers 401 (the reason went to the security log)."""
+    """No valid credentials: the API answers 401; ``reason`` is for the security log only."""
+
+    def __init__(self, message: str, reason: str = "missing") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AccessDenied(MsecError):
@@ -60,7 +64,7 @@ class AccessService:
         engine: PolicyEngine,
         *,
         tokens: TokenStore | None,
-        audit: SqlAudit,
+        audit: SqlAudit | None,
         events: EventLog,
         resources: ResourceLookup,
         sensitive: Callable[[str, str, str], bool] = lambda p, s, r: False,
@@ -82,11 +86,12 @@ class AccessService:
 
     # -- who -----------------------------------------------------------------------------------
 
-    def authenticate(self, token: str | None, *, source: str) -> Principal:
+    def authenticate(self, token: str | None) -> Principal:
         """The principal a bearer token stands for; ANONYMOUS for no token.
 
-        Raises :class:`NotAuthenticated` for a token that is malformed, unknown, expired or
-        revoked (recorded as an ``unauthorized`` security event with the reason).
+        Raises :class:`NotAuthenticated` (its ``reason``: malformed, unknown, expired,
+        revoked, disabled) for a token that does not pass; the caller records the security
+        event, with what was asked.
         """
         if not token:
             return ANONYMOUS
@@ -97,11 +102,9 @@ class AccessService:
             try:
                 return self._tokens.authenticate_token(token)
             except MsecError as exc:
-                reason = getattr(exc, "reason", "invalid")
-                self._events.warn("unauthorized", f"bearer token refused: {reason}", source=source)
-                raise NotAuthenticated("invalid bearer token") from None
-        self._events.warn("unauthorized", "bearer token refused: unknown", source=source)
-        raise NotAuthenticated("invalid bearer token")
+                reason = str(getattr(exc, "reason", "") or "invalid")
+                raise NotAuthenticated("invalid bearer token", reason) from None
+        raise NotAuthenticated("invalid bearer token", "unknown")
 
     def throttle(self, principal: Principal, source: str) -> float:
         """0.0, or the seconds this principal (or anonymous client) must wait (429)."""
@@ -147,7 +150,8 @@ class AccessService:
         decision = self.engine.decide(principal, verb, provider, service, resource, info)
         if record and (decision.sensitive or not decision.allowed):
             target = f"{provider}/{service}/{resource}"
-            self.audit.record(principal, verb, target, decision, source=source)
+            if self.audit is not None:
+                self.audit.record(principal, verb, target, decision, source=source)
             if not decision.allowed:
                 self._events.warn(
                     "access_denied",

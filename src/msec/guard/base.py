@@ -27,3 +27,10 @@ class EventLog(Protocol):
     def counts(self) -> dict[str, int]:
         """Number of stored events per reason."""
         ...
+
+    def warn(
+        self, reason: str, detail: str, *, source: str = "", device: str | None = None,
+        **extra: str,
+    ) -> SecurityEvent:
+        """Record one warning entry (a denied access, a refused token) and return it."""
+        ...

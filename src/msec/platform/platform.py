@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from msec.access.audit import AUDIT_LEAF, SqlAudit
+from msec.access.builtin import BUILTIN_POLICIES
 from msec.access.consent import SqlConsent
+from msec.access.engine import PolicyEngine, ResourceInfo
+from msec.access.model import ROLES, Principal, Verb
 from msec.access.principals import SqlPrincipals
+from msec.access.ratelimit import RateLimiter
+from msec.access.service import AccessService
 from msec.anchor.base import AnchorChain
 from msec.companion import FileKeyWrapper, KeyRing, SqlCompanion
 from msec.companion import leaf_sources as companion_sources
@@ -17,7 +25,12 @@ from msec.core.errors import MsecError
 from msec.core.sensitive import SensitiveResources
 from msec.guard.sql import SqlEventLog
 from msec.ingest.pipeline import Ingestor
-from msec.platform.secrets import key_encryption_key, log_signer_key, platform_secrets
+from msec.platform.secrets import (
+    key_encryption_key,
+    log_signer_key,
+    platform_secrets,
+    write_private_json,
+)
 from msec.platform.settings import Settings
 from msec.platform.trust import TrustLog, leaf_sources
 from msec.registry.base import Algorithm, DeviceRecord
@@ -166,6 +179,57 @@ class Platform:
     def rotate_companion_kek(self, *, destroy_old: bool = False) -> int:
         """Re-wrap every subject's data key under a new key file; see :func:`rotate_kek`."""
         return rotate_kek(self.companion, self.settings.data_dir, destroy_old=destroy_old)
+
+    def access_service(self, static_tokens: Mapping[str, Principal] | None = None) -> AccessService:
+        """The enforcement point of this installation's API (see ``msec.access.service``):
+        built-in policies, tokens from the principal store, consent grants from the consent
+        store, the twin and registry for each provider's tenant and data subject."""
+
+        def consent(principal: Principal, provider: str, verb: Verb) -> bool:
+            return self.consent.allows(principal.id, provider, str(verb)) is not None
+
+        def resources(provider: str) -> ResourceInfo | None:
+            info = self.twin.provider(provider)
+            if info is None:
+                return None
+            device = self.registry.get(provider)
+            return ResourceInfo(info.tenant, device.subject if device else None)
+
+        http = self.settings.http
+        return AccessService(
+            PolicyEngine(BUILTIN_POLICIES, consent=consent),
+            tokens=self.principals,
+            audit=self.audit,
+            events=self.events,
+            resources=resources,
+            sensitive=self.ingestor.sensitive,
+            static_tokens=static_tokens,
+            limiter=RateLimiter(http.rate_per_s, http.rate_burst),
+        )
+
+    def demo_accounts(self, *, ttl_s: float = 7 * 86400) -> dict[str, str]:
+        """One demo user per role (``demo-<role>``, tenant of the settings), each with a
+        fresh API token (earlier ones revoked); returns ``{role: token}``.
+
+        Their passwords are generated once and kept in ``keys/demo-accounts.json`` (0600),
+        for trying the OAuth2 password flow. For demonstrations only.
+        """
+        path = self.settings.data_dir / "keys" / "demo-accounts.json"
+        passwords: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        tokens: dict[str, str] = {}
+        for role in sorted(ROLES):
+            name = f"demo-{role}"
+            if self.principals.get_user(name) is None:
+                passwords[name] = secrets.token_urlsafe(18)
+                self.principals.add_user(
+                    name, tenant=self.settings.tenant, roles=[role], password=passwords[name]
+                )
+            self.principals.revoke_all(f"user:{name}")
+            tokens[role], _ = self.principals.issue_token(
+                f"user:{name}", ttl_s=ttl_s, label="msec demo"
+            )
+        write_private_json(path, passwords)
+        return tokens
 
     def anchor_chain(self) -> AnchorChain | None:
         """The ``[anchor]`` chain, connected and checked (deployed on first use); ``None``

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
+from msec.access.model import Principal, PrincipalKind
 from msec.anchor.anchorer import Anchorer
 from msec.anchor.base import AnchorError
 from msec.anchor.policy import AnchorPolicy
@@ -48,6 +49,7 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.url = ""
+        self._tokens: dict[str, str] = {}
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -82,6 +84,10 @@ class Runtime:
         for index in range(self._worker_count):
             self._workers.append(self._spawn_worker(index))
         self._wait_for_workers()
+        self._tokens = {"operator": self.platform.secrets["operator_token"]}
+        if self.simulate:
+            # One account per role for trying the access layer (tokens in demo.json).
+            self._tokens = self.platform.demo_accounts()
         self._start_http()
         if self.simulate:
             from msec.platform.demo import ParkFleet
@@ -140,11 +146,17 @@ class Runtime:
         collector = IngestCollector(
             self.run_dir, lambda: self.platform.ingestor.stats, self.platform.events
         )
+        operator = Principal(
+            "service:operator", PrincipalKind.SERVICE, self.settings.tenant, frozenset({"operator"})
+        )
         app = create_app(
             twin=self.platform.twin,
             events=self.platform.events,
             ingestor=self.platform.ingestor,
-            tokens={self.platform.secrets["operator_token"]: "operator"},
+            access=self.platform.access_service(
+                {self.platform.secrets["operator_token"]: operator}
+            ),
+            principals=self.platform.principals,
             metrics=make_registry(collector),
             health=self._health,
             trust=self.platform.trust,
@@ -261,7 +273,7 @@ class Runtime:
                 "port": self.mqtt_port,
                 "broker": self.settings.mqtt.broker,
             },
-            "tokens": {"operator": self.platform.secrets["operator_token"]},
+            "tokens": self._tokens,
             "database": self.platform.engine.dialect.name,
             "pid": os.getpid(),
         }

@@ -69,3 +69,12 @@ def log_signer_key(data_dir: Path, origin: str) -> str:
             f"{path} is the key of log {name!r}, not {origin!r}: the log origin cannot change"
         )
     return skey
+
+
+def write_private_json(path: Path, data: object) -> None:
+    """Replace ``path`` with ``data`` as JSON, mode 0600 from the start (written, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    _write_private(tmp, json.dumps(data, indent=2).encode())
+    os.replace(tmp, path)

@@ -72,6 +72,10 @@ class HttpSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Per-principal rate limit of the API (anonymous callers: per client address): this
+    #: many requests a second on average, bursts of ``rate_burst``; past it, 429.
+    rate_per_s: float = Field(50.0, gt=0)
+    rate_burst: int = Field(200, ge=1)
 
 
 class LogSettings(BaseModel):

@@ -5,7 +5,6 @@ needs ``Authorization: Bearer <token>``; ingest is authenticated by the envelope
 signature (gateways hold a device key, not an API token).
 """
 
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -19,6 +18,11 @@ from prometheus_client.core import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from msec import __version__
+from msec.access.builtin import BUILTIN_POLICIES, PLATFORM
+from msec.access.engine import PolicyEngine
+from msec.access.model import Principal, PrincipalKind, Verb
+from msec.access.principals import SqlPrincipals
+from msec.access.service import AccessService, NotAuthenticated
 from msec.core.errors import RejectReason
 from msec.core.models import SecurityEvent
 from msec.crypto.envelope import MAX_ENVELOPE_BYTES
@@ -26,6 +30,7 @@ from msec.guard.base import EventLog
 from msec.ingest.pipeline import Incoming, Ingestor
 from msec.tlog.trust import TrustLog
 from msec.twin.base import Twin
+from msec.web.access_api import add_access_routes
 from msec.web.log_api import add_log_routes
 
 _bearer = HTTPBearer(auto_error=False)
@@ -45,15 +50,24 @@ def create_app(
     twin: Twin,
     events: EventLog,
     ingestor: Ingestor,
-    tokens: Mapping[str, str],
+    tokens: Mapping[str, str] | None = None,
     metrics: CollectorRegistry | None = None,
     health: Callable[[], dict[str, Any]] | None = None,
     trust: TrustLog | None = None,
+    access: AccessService | None = None,
+    principals: SqlPrincipals | None = None,
 ) -> FastAPI:
-    """The API over the given backends; ``tokens`` maps bearer token -> role name.
+    """The API over the given backends.
 
-    With ``trust``, the transparency log's routes (``/api/v1/log/...``) are served too.
+    Every route but health, ingest (authenticated by the envelope's signature), the log's
+    public proofs and the token endpoint asks ``access`` who the caller is and whether they
+    may. Without ``access``, a minimal one is built from ``tokens`` (bearer token -> role, as
+    static principals of the ``default`` tenant). With ``trust``, the transparency log's
+    routes (``/api/v1/log/...``) are served too; with ``principals``, the OAuth2 password
+    flow (``POST /api/v1/auth/token``) and token revocation.
     """
+    if access is None:
+        access = static_access(tokens or {}, events)
     # Swagger UI and ReDoc served from the package, not a CDN: a closed network gets them too.
     app: FastAPI = FastAPIOffline(
         title="M-Sec platform API",
@@ -61,29 +75,53 @@ def create_app(
         description="Signed readings, the digital twin and security events.",
     )
 
-    def principal(
+    def caller(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> str:
-        if credentials is not None:
-            offered = credentials.credentials.encode()
-            for token, role in tokens.items():
-                if hmac.compare_digest(offered, token.encode()):
-                    return role
-        events.record(
-            [
-                SecurityEvent(
-                    reason="unauthorized",
-                    detail=f"{request.method} {request.url.path}",
-                    source=request.client.host if request.client else "",
-                )
-            ]
-        )
-        raise HTTPException(
-            401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    ) -> Principal:
+        """The authenticated principal; 401 (and a security event) otherwise, 429 when over
+        its rate limit."""
+        source = request.client.host if request.client else ""
+        token = credentials.credentials if credentials is not None else None
+        try:
+            who = access.authenticate(token)
+        except NotAuthenticated as exc:
+            who, reason = None, exc.reason
+        else:
+            reason = "missing"
+        if who is None or not who.authenticated:
+            events.warn(
+                "unauthorized", f"{request.method} {request.url.path}", source=source, why=reason
+            )
+            raise HTTPException(
+                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        wait = access.throttle(who, source)
+        if wait:
+            events.warn("rate_limited", f"{who.id} {request.url.path}", source=source)
+            raise HTTPException(
+                429, "too many requests", headers={"Retry-After": str(max(1, round(wait)))}
+            )
+        request.state.principal = who
+        return who
 
-    Role = Annotated[str, Depends(principal)]
+    Caller = Annotated[Principal, Depends(caller)]
+
+    def allow(
+        request: Request,
+        who: Principal,
+        verb: Verb,
+        provider: str,
+        service: str = "*",
+        resource: str = "*",
+    ) -> None:
+        """403 unless allowed (404 for another tenant's resource: its existence is hidden)."""
+        source = request.client.host if request.client else ""
+        decision = access.authorize(who, verb, provider, service, resource, source=source)
+        if not decision.allowed:
+            if decision.reason == "another tenant's resource":
+                raise HTTPException(404, f"no provider {provider!r}")
+            raise HTTPException(403, f"not allowed: {verb} {provider}/{service}/{resource}")
 
     @app.get("/api/v1/health", tags=["platform"])
     def get_health() -> dict[str, Any]:
@@ -94,30 +132,43 @@ def create_app(
         return info
 
     @app.get("/api/v1/providers", tags=["twin"])
-    def list_providers(_role: Role) -> list[dict[str, Any]]:
-        """Every provider (device) with metadata and health, without resources."""
-        return [_provider(p) for p in twin.providers()]
+    def list_providers(request: Request, who: Caller) -> list[dict[str, Any]]:
+        """The providers (devices) the caller may DESCRIBE, with metadata and health."""
+        source = request.client.host if request.client else ""
+        return [
+            _provider(p)
+            for p in twin.providers()
+            if access.authorize(who, Verb.DESCRIBE, p.name, source=source, record=False).allowed
+        ]
 
     @app.get("/api/v1/providers/{provider}", tags=["twin"])
-    def get_provider(provider: str, _role: Role) -> dict[str, Any]:
-        """One provider with its services and each resource's latest value."""
+    def get_provider(request: Request, provider: str, who: Caller) -> dict[str, Any]:
+        """One provider with its services; each resource's latest value where the caller
+        may GET it (else only its unit)."""
+        allow(request, who, Verb.DESCRIBE, provider)
         info = twin.provider(provider)
         if info is None:
             raise HTTPException(404, f"no provider {provider!r}")
         data = _provider(info)
+        source = request.client.host if request.client else ""
         services: dict[str, dict[str, Any]] = {}
         for r in info.resources:
-            services.setdefault(r.service, {})[r.resource] = {
-                "value": r.value,
-                "unit": r.unit,
-                "timestamp": r.timestamp,
-            }
+            entry: dict[str, Any] = {"unit": r.unit}
+            readable = access.authorize(
+                who, Verb.GET, provider, r.service, r.resource, source=source, record=False
+            )
+            if readable.allowed:
+                entry.update(value=r.value, timestamp=r.timestamp)
+            services.setdefault(r.service, {})[r.resource] = entry
         data["services"] = services
         return data
 
     @app.get("/api/v1/providers/{provider}/services/{service}/resources/{resource}", tags=["twin"])
-    def get_resource(provider: str, service: str, resource: str, _role: Role) -> dict[str, Any]:
+    def get_resource(
+        request: Request, provider: str, service: str, resource: str, who: Caller
+    ) -> dict[str, Any]:
         """The latest value of one resource, with its unit and timestamp."""
+        allow(request, who, Verb.GET, provider, service, resource)
         value = twin.latest(provider, service, resource)
         if value is None:
             raise HTTPException(404, f"no resource {provider}/{service}/{resource}")
@@ -128,10 +179,11 @@ def create_app(
         tags=["twin"],
     )
     def get_history(
+        request: Request,
         provider: str,
         service: str,
         resource: str,
-        _role: Role,
+        who: Caller,
         since: Annotated[float | None, Query(description="epoch seconds, inclusive")] = None,
         until: Annotated[float | None, Query(description="epoch seconds, exclusive")] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
@@ -139,6 +191,7 @@ def create_app(
         """Stored values oldest first, ``since <= timestamp < until``, at most ``limit``."""
         if since is not None and until is not None and until < since:
             raise HTTPException(422, "until must not be before since")
+        allow(request, who, Verb.GET, provider, service, resource)
         if twin.latest(provider, service, resource) is None:
             raise HTTPException(404, f"no resource {provider}/{service}/{resource}")
         values = twin.history(provider, service, resource, since=since, until=until, limit=limit)
@@ -151,12 +204,14 @@ def create_app(
 
     @app.get("/api/v1/security/events", tags=["security"])
     def get_events(
-        _role: Role,
+        request: Request,
+        who: Caller,
         reason: Annotated[str | None, Query(max_length=64)] = None,
         device: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> list[dict[str, Any]]:
         """Security events, newest first, optionally only one ``reason`` and/or ``device``."""
+        allow(request, who, Verb.GET, PLATFORM, "security", "events")
         return [asdict(e) for e in events.query(reason=reason, device=device, limit=limit)]
 
     @app.post(
@@ -207,15 +262,35 @@ def create_app(
         )
 
     @app.get("/metrics", tags=["platform"], include_in_schema=True)
-    def get_metrics(_role: Role) -> Response:
-        """Prometheus metrics (needs the operator token, like the rest of the API)."""
+    def get_metrics(request: Request, who: Caller) -> Response:
+        """Prometheus metrics (operators and admins)."""
+        allow(request, who, Verb.GET, PLATFORM, "metrics", "prometheus")
         if metrics is None:
             raise HTTPException(404, "metrics are not enabled")
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     if trust is not None:
-        add_log_routes(app, trust, principal)
+        add_log_routes(app, trust, caller, allow)
+    add_access_routes(app, access, events, caller, allow, principals)
     return app
+
+
+def static_access(tokens: Mapping[str, str], events: EventLog) -> AccessService:
+    """An :class:`AccessService` knowing only ``tokens`` (token -> role), for tests and tools
+    that run the API without a principal store: each token is a service principal of the
+    ``default`` tenant with that role."""
+    static = {
+        token: Principal(f"service:{role}", PrincipalKind.SERVICE, "default", frozenset({role}))
+        for token, role in tokens.items()
+    }
+    return AccessService(
+        PolicyEngine(BUILTIN_POLICIES),
+        tokens=None,
+        audit=None,
+        events=events,
+        resources=lambda provider: None,
+        static_tokens=static,
+    )
 
 
 def _refuse(status: int, reason: str, detail: str) -> JSONResponse:

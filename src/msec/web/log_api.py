@@ -14,9 +14,11 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 
+from msec.access.builtin import PLATFORM
+from msec.access.model import Principal, Verb
 from msec.tlog import LogError, open_checkpoint
 from msec.tlog.sql import MAX_ENTRIES_PER_READ
 from msec.tlog.trust import TrustLog
@@ -41,9 +43,13 @@ def _int(name: str, raw: str | None, *, default: int | None = None) -> int:
     return int(raw)
 
 
-def add_log_routes(app: FastAPI, trust: TrustLog, principal: Callable[..., Any]) -> None:
-    """Add the routes under ``/api/v1/log``; ``principal`` is the API's token dependency."""
-    Role = Annotated[str, Depends(principal)]
+def add_log_routes(
+    app: FastAPI, trust: TrustLog, caller: Callable[..., Any], allow: Callable[..., None]
+) -> None:
+    """Add the routes under ``/api/v1/log``; ``caller`` is the API's authentication
+    dependency and ``allow(request, principal, verb, provider, service, resource)`` its
+    authorization check."""
+    Caller = Annotated[Principal, Depends(caller)]
     log = trust.log
 
     def current_size(size: int | None) -> int:
@@ -103,11 +109,13 @@ def add_log_routes(app: FastAPI, trust: TrustLog, principal: Callable[..., Any])
 
     @app.get(_PREFIX + "/entries", tags=["log"])
     def get_entries(
-        _role: Role,
+        request: Request,
+        who: Caller,
         start: Annotated[str | None, Query()] = None,
         end: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """Leaves ``[start, end)``, at most 1,000 a call (fewer past the end of the log)."""
+        allow(request, who, Verb.GET, PLATFORM, "log", "entries")
         first = _int("start", start)
         last = _int("end", end, default=first + 100)
         if last < first or last - first > MAX_ENTRIES_PER_READ:
@@ -127,7 +135,8 @@ def add_log_routes(app: FastAPI, trust: TrustLog, principal: Callable[..., Any])
 
     @app.get(_PREFIX + "/proof/record", tags=["log"])
     def get_record_proof(
-        _role: Role,
+        request: Request,
+        who: Caller,
         kind: Annotated[str | None, Query()] = None,
         ref: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
@@ -145,6 +154,11 @@ def add_log_routes(app: FastAPI, trust: TrustLog, principal: Callable[..., Any])
         source = trust.sources.get(kind)
         if source is None:
             raise HTTPException(400, f"unknown leaf kind {kind!r}")
+        if kind == "reading" and "/" in ref:
+            # A reading's proof is as readable as the reading's device.
+            allow(request, who, Verb.GET, ref.rpartition("/")[0])
+        else:
+            allow(request, who, Verb.GET, PLATFORM, "log", "records")
         index = trust.find(kind, ref)
         if index is None:
             raise HTTPException(404, f"no {kind} {ref!r} in the log")
