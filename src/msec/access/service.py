@@ -142,11 +142,12 @@ class AccessService:
         resource of the principal's own tenant (so that the answer says nothing about
         whether it exists)."""
         info = self.resource_info(provider) or ResourceInfo(principal.tenant or "default")
-        sensitive = (
+        # Personal data: a device that records a person (it has a data subject), or a
+        # resource configured sensitive.
+        if not info.sensitive and (
             service != "*" and resource != "*" and self._sensitive(provider, service, resource)
-        )
-        if sensitive != info.sensitive:
-            info = ResourceInfo(info.tenant, info.subject, sensitive)
+        ):
+            info = ResourceInfo(info.tenant, info.subject, True)
         decision = self.engine.decide(principal, verb, provider, service, resource, info)
         if record and (decision.sensitive or not decision.allowed):
             target = f"{provider}/{service}/{resource}"

@@ -193,7 +193,9 @@ class Platform:
             if info is None:
                 return None
             device = self.registry.get(provider)
-            return ResourceInfo(info.tenant, device.subject if device else None)
+            subject = device.subject if device else None
+            # A device that records a person holds personal data on every resource.
+            return ResourceInfo(info.tenant, subject, sensitive=subject is not None)
 
         http = self.settings.http
         return AccessService(

@@ -68,6 +68,7 @@ def create_app(
     """
     if access is None:
         access = static_access(tokens or {}, events)
+    app_access: AccessService = access
     # Swagger UI and ReDoc served from the package, not a CDN: a closed network gets them too.
     app: FastAPI = FastAPIOffline(
         title="M-Sec platform API",
@@ -269,6 +270,7 @@ def create_app(
             raise HTTPException(404, "metrics are not enabled")
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
+    app.state.access = app_access  # the enforcement point, for tools and tests
     if trust is not None:
         add_log_routes(app, trust, caller, allow)
     add_access_routes(app, access, events, caller, allow, principals)
