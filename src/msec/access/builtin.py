@@ -32,4 +32,7 @@ BUILTIN_POLICIES: Final = (
     Policy("builtin-audit-counters", Effect.ALLOW, _READ, PLATFORM, "audit", "counters",
            roles=frozenset({"operator", "officer"}), priority=1004,
            description="the KPI counters for the municipality's board"),
+    Policy("builtin-policies-admin", Effect.ALLOW, frozenset({*_READ, Verb.SET}), PLATFORM,
+           "policies", roles=frozenset({"admin"}), priority=1005,
+           description="admins read and change the installation's policies"),
 )  # fmt: skip

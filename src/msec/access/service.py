@@ -23,6 +23,7 @@ from typing import Protocol
 from msec.access.audit import SqlAudit
 from msec.access.engine import PolicyEngine, ResourceInfo
 from msec.access.model import ANONYMOUS, Decision, Principal, Verb
+from msec.access.policies import PolicySync
 from msec.access.ratelimit import RateLimiter
 from msec.core.errors import MsecError
 from msec.guard.base import EventLog
@@ -71,6 +72,7 @@ class AccessService:
         static_tokens: Mapping[str, Principal] | None = None,
         limiter: RateLimiter | None = None,
         info_ttl: float = 5.0,
+        sync: PolicySync | None = None,
     ) -> None:
         self.engine = engine
         self._tokens = tokens
@@ -80,6 +82,8 @@ class AccessService:
         self._sensitive = sensitive
         self._static = dict(static_tokens or {})
         self.limiter = limiter
+        #: Keeps the engine in step with the stored policies (checked at most once a second).
+        self.sync = sync
         self._ttl = info_ttl
         self._info: dict[str, tuple[float, ResourceInfo | None]] = {}
         self._lock = threading.Lock()
@@ -141,6 +145,8 @@ class AccessService:
         """Decide, and record what must be recorded. An unknown provider is decided as a
         resource of the principal's own tenant (so that the answer says nothing about
         whether it exists)."""
+        if self.sync is not None:
+            self.sync.refresh()
         info = self.resource_info(provider) or ResourceInfo(principal.tenant or "default")
         # Personal data: a device that records a person (it has a data subject), or a
         # resource configured sensitive.

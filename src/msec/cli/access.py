@@ -23,6 +23,7 @@ from msec.platform.settings import Settings
 
 if TYPE_CHECKING:
     from msec.access.principals import SqlPrincipals
+    from msec.platform.platform import Platform
 
 user_app = typer.Typer(help="User accounts: add, list, disable, enable.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: issue, revoke, list.", no_args_is_help=True)
@@ -241,3 +242,80 @@ def token_list(
 
 def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+policy_app = typer.Typer(
+    help="The installation's access policies: add, list, remove.", no_args_is_help=True
+)
+
+
+def _platform(config: Path | None, data_dir: Path | None) -> Platform:
+    from msec.platform.platform import Platform
+
+    try:
+        return Platform.open(Settings.load(config, data_dir=data_dir))
+    except (MsecError, OSError, ValueError) as exc:
+        _fail(f"cannot open the installation: {exc}")
+
+
+@policy_app.command("add")
+def policy_add(
+    file: Annotated[
+        str, typer.Argument(help="JSON file with a policy or a list of them; - for stdin.")
+    ],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    by: Annotated[str, typer.Option("--by", help="Who adds it (recorded).")] = "cli",
+) -> None:
+    """Add policies (see docs/access-control.md for the format)."""
+    from msec.access.policies import PolicyError, policy_from_json
+
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {file}: {exc}")
+    items = data if isinstance(data, list) else [data]
+    try:
+        policies = [policy_from_json(item) for item in items]
+    except PolicyError as exc:
+        _fail(str(exc))
+    platform = _platform(config, data_dir)
+    try:
+        for policy in policies:
+            platform.policies.add(policy, by=by)
+            console.print(f"added {policy.id}")
+    except PolicyError as exc:
+        _fail(str(exc))
+    finally:
+        platform.close()
+
+
+@policy_app.command("list")
+def policy_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Print the active policies as JSON lines (the built-in ones are not listed)."""
+    from msec.access.policies import policy_to_json
+
+    platform = _platform(config, data_dir)
+    try:
+        for policy in platform.policies.active():
+            print(json.dumps(policy_to_json(policy), sort_keys=True))
+    finally:
+        platform.close()
+
+
+@policy_app.command("remove")
+def policy_remove(
+    policy_id: str,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    by: Annotated[str, typer.Option("--by", help="Who removes it (recorded).")] = "cli",
+) -> None:
+    """Remove a policy (it stays in the history and the log)."""
+    platform = _platform(config, data_dir)
+    try:
+        if not platform.policies.remove(policy_id, by=by):
+            _fail(f"no active policy {policy_id!r}")
+        console.print(f"removed {policy_id}")
+    finally:
+        platform.close()

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from msec.cli.access import token_app, user_app
+from msec.cli.access import policy_app, token_app, user_app
 from msec.cli.trust import companion_app, erase, export, log_app, verify
 from msec.platform.settings import Settings
 
@@ -25,6 +25,7 @@ app.add_typer(log_app, name="log")
 app.add_typer(companion_app, name="companion")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.add_typer(policy_app, name="policy")
 app.command("verify")(verify)
 app.command("export")(export)
 app.command("erase")(erase)

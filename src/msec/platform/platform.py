@@ -15,6 +15,7 @@ from msec.access.builtin import BUILTIN_POLICIES
 from msec.access.consent import SqlConsent
 from msec.access.engine import PolicyEngine, ResourceInfo
 from msec.access.model import ROLES, Principal, Verb
+from msec.access.policies import PolicySync, SqlPolicies
 from msec.access.principals import SqlPrincipals
 from msec.access.ratelimit import RateLimiter
 from msec.access.service import AccessService
@@ -60,6 +61,7 @@ class Platform:
     principals: SqlPrincipals
     audit: SqlAudit
     consent: SqlConsent
+    policies: SqlPolicies
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = True) -> Platform:
@@ -83,8 +85,10 @@ class Platform:
         principals = SqlPrincipals(engine, log=log)
         audit = SqlAudit(engine, log=log)
         consent = SqlConsent(engine, log=log)
+        policies = SqlPolicies(engine, log=log)
+        stores = (log, registry, twin, events, companion, principals, audit, consent, policies)
         if create:
-            for part in (log, registry, twin, events, companion, principals, audit, consent):
+            for part in stores:
                 part.create_schema()
         signer = NoteSigner.from_string(log_signer_key(data_dir, settings.log_origin))
         more = {
@@ -92,6 +96,7 @@ class Platform:
             **companion_sources(),
             **principals.leaf_sources(),
             **consent.leaf_sources(),
+            **policies.leaf_sources(),
             AUDIT_LEAF: audit,
         }
         sources = leaf_sources(twin, events, *more.items())
@@ -113,6 +118,7 @@ class Platform:
             principals,
             audit,
             consent,
+            policies,
         )
 
     def add_device(
@@ -198,8 +204,11 @@ class Platform:
             return ResourceInfo(info.tenant, subject, sensitive=subject is not None)
 
         http = self.settings.http
+        engine = PolicyEngine(BUILTIN_POLICIES, consent=consent)
+        sync = PolicySync(engine, self.policies, builtin=BUILTIN_POLICIES)
+        sync.refresh(force=True)
         return AccessService(
-            PolicyEngine(BUILTIN_POLICIES, consent=consent),
+            engine,
             tokens=self.principals,
             audit=self.audit,
             events=self.events,
@@ -207,6 +216,7 @@ class Platform:
             sensitive=self.ingestor.sensitive,
             static_tokens=static_tokens,
             limiter=RateLimiter(http.rate_per_s, http.rate_burst),
+            sync=sync,
         )
 
     def demo_accounts(self, *, ttl_s: float = 7 * 86400) -> dict[str, str]:

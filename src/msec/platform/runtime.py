@@ -157,6 +157,7 @@ class Runtime:
                 {self.platform.secrets["operator_token"]: operator}
             ),
             principals=self.platform.principals,
+            policies=self.platform.policies,
             metrics=make_registry(collector),
             health=self._health,
             trust=self.platform.trust,

@@ -8,6 +8,7 @@ security event with the real reason. ``POST /api/v1/auth/revoke`` (RFC 7009 styl
 the caller's own token, or with ``token=`` any token of the caller's.
 """
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from msec.access.builtin import PLATFORM
 from msec.access.model import ANONYMOUS, Principal, Verb
+from msec.access.policies import PolicyError, SqlPolicies, policy_from_json, policy_to_json
 from msec.access.principals import TOKEN_PREFIX, AuthError, SqlPrincipals
 from msec.access.service import AccessService
 from msec.guard.base import EventLog
@@ -33,9 +35,46 @@ def add_access_routes(
     caller: Callable[..., Any],
     allow: Callable[..., None],
     principals: SqlPrincipals | None,
+    policies: SqlPolicies | None = None,
 ) -> None:
-    """Add ``/api/v1/auth/...`` (with a principal store) and ``/api/v1/audit...``."""
+    """Add ``/api/v1/auth/...`` (with a principal store), ``/api/v1/audit...`` and, with a
+    policy store, ``/api/v1/policies``."""
     Caller = Annotated[Principal, Depends(caller)]
+
+    if policies is not None:
+
+        @app.get("/api/v1/policies", tags=["access"])
+        def get_policies(request: Request, who: Caller) -> list[dict[str, Any]]:
+            """The installation's stored policies (admins)."""
+            allow(request, who, Verb.GET, PLATFORM, "policies", "all")
+            return [policy_to_json(p) for p in policies.active()]
+
+        @app.post("/api/v1/policies", tags=["access"], status_code=201)
+        async def post_policy(request: Request, who: Caller) -> dict[str, Any]:
+            """Add a policy (JSON, see docs/access-control.md); in force at once (admins)."""
+            allow(request, who, Verb.SET, PLATFORM, "policies", "all")
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > _MAX_FORM:
+                    raise HTTPException(413, "policy too large")
+            try:
+                policy = policies.add(policy_from_json(json.loads(body)), by=who.id)
+            except (ValueError, PolicyError) as exc:
+                raise HTTPException(400, str(exc)) from None
+            if access.sync is not None:
+                access.sync.refresh(force=True)
+            return policy_to_json(policy)
+
+        @app.delete("/api/v1/policies/{policy_id}", tags=["access"])
+        def delete_policy(request: Request, policy_id: str, who: Caller) -> dict[str, Any]:
+            """Remove a policy; in force at once (admins)."""
+            allow(request, who, Verb.SET, PLATFORM, "policies", "all")
+            if not policies.remove(policy_id, by=who.id):
+                raise HTTPException(404, f"no active policy {policy_id!r}")
+            if access.sync is not None:
+                access.sync.refresh(force=True)
+            return {"removed": policy_id}
 
     @app.get("/api/v1/auth/me", tags=["access"])
     def get_me(who: Caller) -> dict[str, Any]:

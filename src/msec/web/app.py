@@ -21,6 +21,7 @@ from msec import __version__
 from msec.access.builtin import BUILTIN_POLICIES, PLATFORM
 from msec.access.engine import PolicyEngine
 from msec.access.model import Principal, PrincipalKind, Verb
+from msec.access.policies import SqlPolicies
 from msec.access.principals import SqlPrincipals
 from msec.access.service import AccessService, NotAuthenticated
 from msec.core.errors import RejectReason
@@ -56,6 +57,7 @@ def create_app(
     trust: TrustLog | None = None,
     access: AccessService | None = None,
     principals: SqlPrincipals | None = None,
+    policies: SqlPolicies | None = None,
 ) -> FastAPI:
     """The API over the given backends.
 
@@ -273,7 +275,7 @@ def create_app(
     app.state.access = app_access  # the enforcement point, for tools and tests
     if trust is not None:
         add_log_routes(app, trust, caller, allow)
-    add_access_routes(app, access, events, caller, allow, principals)
+    add_access_routes(app, access, events, caller, allow, principals, policies)
     return app
 
 
