@@ -7,7 +7,7 @@ and URL path segments. Every kind also reports ``health/battery`` and ``health/r
 (added by :class:`msec.core.kinds.DeviceKind`).
 
 Pilot 1 (Park Guide, Las Llamas park, Santander) is here; later pilots add their kinds to
-this module.
+this module. ``smart_plug`` is the first kind that also takes commands (``msec.actuate``).
 """
 
 from __future__ import annotations
@@ -51,4 +51,27 @@ CROWD_COUNTER = DeviceKind(
     ),
 )
 
-register_kinds((ENVIRONMENT_STATION, CROWD_COUNTER))
+# --- Actuators ------------------------------------------------------------------------------
+# Devices the platform can command (POST .../resources/{resource}/act); they confirm a command
+# by reporting the resource's new state like any other reading.
+
+SMART_PLUG = DeviceKind(
+    name="smart_plug",
+    description=(
+        "Switchable mains socket with energy metering: relay state, active power, "
+        "RMS voltage and mains frequency"
+    ),
+    resources=(
+        ResourceSpec(
+            "plug", "switch", None, "bool", description="relay state: true when the socket is on"
+        ),
+        # A Schuko socket is rated 16 A: 16 A x 230 V = 3680 W.
+        ResourceSpec("plug", "power", "W", "float", 0, 3680, "active power drawn by the load"),
+        # EN 50160 allows 230 V +-10 %; 260 V leaves room for a faulty supply to be seen.
+        ResourceSpec("plug", "voltage", "V", "float", 0, 260, "RMS mains voltage"),
+        # Grids run at 50 or 60 Hz and trip well within +-5 Hz.
+        ResourceSpec("plug", "frequency", "Hz", "float", 45, 65, "mains frequency"),
+    ),
+)
+
+register_kinds((ENVIRONMENT_STATION, CROWD_COUNTER, SMART_PLUG))

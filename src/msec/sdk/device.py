@@ -1,8 +1,9 @@
 """The device side: an identity from a credentials file, sealing, publishing.
 
 A credentials file is JSON written with mode 0600 by ``msec device add``; it holds the
-device's private key (or MAC key), its optional encryption key and where to send
-readings. The platform keeps only the public key (or the wrapped shared key).
+device's private key (or MAC key), its optional encryption key, where to send readings and,
+for devices that take commands, the platform's command public key (``command_key``). The
+platform keeps only the public key (or the wrapped shared key).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Device:
     enc_key: bytes | None = None
     endpoint: Endpoint = field(default_factory=Endpoint)
     path: Path | None = None
+    #: The platform's Ed25519 command public key (32 bytes): commands are verified with it
+    #: (:class:`msec.sdk.command.CommandReceiver`). ``None``: the device takes no commands.
+    command_key: bytes | None = None
     _next_seq: int = 1
     _reserved: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -73,13 +77,19 @@ class Device:
         alg: Algorithm = "EdDSA",
         encrypt: bool = False,
         endpoint: Endpoint | None = None,
+        command_key: bytes | None = None,
     ) -> tuple[Device, DeviceRecord]:
-        """A new identity and the record the platform must register for it."""
+        """A new identity and the record the platform must register for it.
+
+        ``command_key`` is the platform's command public key, for devices that take commands.
+        """
         if not NAME_RE.match(name):
             raise ValueError(f"device name {name!r}: use 1-64 of a-z 0-9 _ - (starting alnum)")
         if not NAME_RE.match(tenant):
             raise ValueError(f"tenant {tenant!r}: use 1-64 of a-z 0-9 _ -")
         get_kind(kind)  # raises UnknownKind early
+        if command_key is not None and len(command_key) != 32:
+            raise ValueError("command_key must be a 32-byte Ed25519 public key")
         if alg == "EdDSA":
             public, secret = new_ed25519()
         elif alg == "HMAC256":
@@ -89,6 +99,7 @@ class Device:
             raise ValueError(f"unknown algorithm {alg!r}")
         enc_key = new_symmetric_key() if encrypt else None
         device = cls(name, kind, tenant, alg, secret, enc_key, endpoint or Endpoint())
+        device.command_key = command_key
         record = DeviceRecord(name, kind, tenant, alg, public, enc_key)
         return device, record
 
@@ -107,6 +118,10 @@ class Device:
             enc_key=base64.b64decode(data["enc_key"]) if data.get("enc_key") else None,
             endpoint=Endpoint(**data.get("endpoint", {})),
             path=path,
+            # Absent from files written before devices took commands.
+            command_key=(
+                base64.b64decode(data["command_key"]) if data.get("command_key") else None
+            ),
         )
         # Numbers up to the last reservation may have been used before a crash: skip them.
         device._reserved = _read_int(_seq_path(path))
@@ -127,6 +142,8 @@ class Device:
         }
         if self.enc_key:
             data["enc_key"] = base64.b64encode(self.enc_key).decode()
+        if self.command_key:
+            data["command_key"] = base64.b64encode(self.command_key).decode()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
