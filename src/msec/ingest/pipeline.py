@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
+from msec.actuate.actuator import COMMAND_TOPIC_SUFFIX
 from msec.companion import NewRecord, SqlCompanion, StoredRecord
 from msec.core.errors import Rejected, RejectReason
 from msec.core.kinds import DeviceKind, UnknownKind, get_kind
@@ -135,9 +136,13 @@ class Ingestor:
     # ---- internals ------------------------------------------------------------------
     def _process(self, batch: Sequence[Incoming]) -> list[Outcome]:
         now = self._clock()
-        opened: list[tuple[int, list[Reading]] | Rejected] = []
+        opened: list[tuple[int, list[Reading]] | Rejected | None] = []
         readings: list[Reading] = []
         for message in batch:
+            if message.topic is not None and message.topic.endswith(COMMAND_TOPIC_SUFFIX):
+                # The platform's own commands to devices share the topic tree: not readings.
+                opened.append(None)
+                continue
             try:
                 found = self._open(message, now)
             except Rejected as exc:
@@ -155,6 +160,9 @@ class Ingestor:
         outcomes: list[Outcome] = []
         events: list[SecurityEvent] = []
         for message, result in zip(batch, opened, strict=True):
+            if result is None:
+                outcomes.append(Outcome())
+                continue
             if isinstance(result, Rejected):
                 outcomes.append(Outcome(rejected=result))
                 events.append(self._event(result, message, now))

@@ -19,6 +19,9 @@ from msec.access.policies import PolicySync, SqlPolicies
 from msec.access.principals import SqlPrincipals
 from msec.access.ratelimit import RateLimiter
 from msec.access.service import AccessService
+from msec.actuate.actuator import Actuator, Publish
+from msec.actuate.command import CommandSigner
+from msec.actuate.sql import SqlCommands
 from msec.anchor.base import AnchorChain
 from msec.companion import FileKeyWrapper, KeyRing, SqlCompanion
 from msec.companion import leaf_sources as companion_sources
@@ -62,6 +65,8 @@ class Platform:
     audit: SqlAudit
     consent: SqlConsent
     policies: SqlPolicies
+    commands: SqlCommands
+    command_signer: CommandSigner
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = True) -> Platform:
@@ -86,7 +91,10 @@ class Platform:
         audit = SqlAudit(engine, log=log)
         consent = SqlConsent(engine, log=log)
         policies = SqlPolicies(engine, log=log)
-        stores = (log, registry, twin, events, companion, principals, audit, consent, policies)
+        commands = SqlCommands(engine)
+        stores = (
+            log, registry, twin, events, companion, principals, audit, consent, policies, commands
+        )  # fmt: skip
         if create:
             for part in stores:
                 part.create_schema()
@@ -119,6 +127,8 @@ class Platform:
             audit,
             consent,
             policies,
+            commands,
+            _command_signer(data_dir / "keys" / "command.key", create=create),
         )
 
     def add_device(
@@ -143,7 +153,13 @@ class Platform:
         Raises ``DuplicateDevice`` if the name is taken, ``UnknownKind`` for a bad kind.
         """
         device, record = Device.create(
-            name, kind, tenant=self.settings.tenant, alg=alg, encrypt=encrypt, endpoint=endpoint
+            name,
+            kind,
+            tenant=self.settings.tenant,
+            alg=alg,
+            encrypt=encrypt,
+            endpoint=endpoint,
+            command_key=self.command_signer.public_key,
         )
         record = DeviceRecord(
             record.name,
@@ -243,6 +259,10 @@ class Platform:
         write_private_json(path, passwords)
         return tokens
 
+    def actuator(self, publish: Publish) -> Actuator:
+        """Signed commands to devices, sent with ``publish`` (the broker's QoS 1 publish)."""
+        return Actuator(self.command_signer, self.commands, publish)
+
     def anchor_chain(self) -> AnchorChain | None:
         """The ``[anchor]`` chain, connected and checked (deployed on first use); ``None``
         when anchoring is off. Raises ``AnchorError`` when the chain cannot be used."""
@@ -286,6 +306,14 @@ def rotate_kek(companion: SqlCompanion, data_dir: Path, *, destroy_old: bool = F
     if destroy_old:
         retired.unlink()
     return count
+
+
+def _command_signer(path: Path, *, create: bool) -> CommandSigner:
+    """The platform's command key; a throwaway one when opening read-only without one (it
+    then signs nothing: auditing never sends commands)."""
+    if create or path.exists():
+        return CommandSigner.load_or_create(path)
+    return CommandSigner.generate()
 
 
 def _require_existing(settings: Settings) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from msec.access.model import Principal, PrincipalKind
+from msec.actuate.actuator import MqttCommandPublisher
 from msec.anchor.anchorer import Anchorer
 from msec.anchor.base import AnchorError
 from msec.anchor.policy import AnchorPolicy
@@ -50,6 +51,7 @@ class Runtime:
         self._stop = threading.Event()
         self.url = ""
         self._tokens: dict[str, str] = {}
+        self._commands_out: MqttCommandPublisher | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -158,6 +160,8 @@ class Runtime:
             ),
             principals=self.platform.principals,
             policies=self.platform.policies,
+            actuator=self.platform.actuator(self._publisher()),
+            registry=self.platform.registry,
             metrics=make_registry(collector),
             health=self._health,
             trust=self.platform.trust,
@@ -170,6 +174,19 @@ class Runtime:
         thread.start()
         wait_for_port(http.host, port, 20)
         self.url = f"http://{http.host}:{port}"
+
+    def _publisher(self) -> MqttCommandPublisher:
+        """Commands go out through the broker with the workers' account (QoS 1)."""
+        tls_ca = self.settings.mqtt.tls_ca
+        self._commands_out = MqttCommandPublisher(
+            self.mqtt_host,
+            self.mqtt_port,
+            self._ingest_user,
+            self._ingest_password,
+            str(tls_ca) if tls_ca else None,
+            client_id="msec-commands",
+        )
+        return self._commands_out
 
     def _health(self) -> dict[str, object]:
         alive = sum(1 for w in self._workers if w.poll() is None)
@@ -308,6 +325,8 @@ class Runtime:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+        if self._commands_out is not None:
+            self._commands_out.close()
         if self.broker is not None:
             self.broker.stop()
         try:

@@ -24,14 +24,17 @@ from msec.access.model import Principal, PrincipalKind, Verb
 from msec.access.policies import SqlPolicies
 from msec.access.principals import SqlPrincipals
 from msec.access.service import AccessService, NotAuthenticated
+from msec.actuate.actuator import Actuator
 from msec.core.errors import RejectReason
 from msec.core.models import SecurityEvent
 from msec.crypto.envelope import MAX_ENVELOPE_BYTES
 from msec.guard.base import EventLog
 from msec.ingest.pipeline import Incoming, Ingestor
+from msec.registry.base import DeviceRegistry
 from msec.tlog.trust import TrustLog
 from msec.twin.base import Twin
 from msec.web.access_api import add_access_routes
+from msec.web.act_api import add_act_routes
 from msec.web.log_api import add_log_routes
 
 _bearer = HTTPBearer(auto_error=False)
@@ -58,6 +61,8 @@ def create_app(
     access: AccessService | None = None,
     principals: SqlPrincipals | None = None,
     policies: SqlPolicies | None = None,
+    actuator: Actuator | None = None,
+    registry: DeviceRegistry | None = None,
 ) -> FastAPI:
     """The API over the given backends.
 
@@ -276,6 +281,8 @@ def create_app(
     if trust is not None:
         add_log_routes(app, trust, caller, allow)
     add_access_routes(app, access, events, caller, allow, principals, policies)
+    if actuator is not None and registry is not None:
+        add_act_routes(app, caller, allow, actuator, twin, registry)
     return app
 
 
