@@ -21,6 +21,7 @@ KIND = "environment_station"
 #: Routes anyone may call: health, the log's public proofs, ingest (the envelope's own
 #: signature authenticates it), the token endpoint, and the API's documentation pages.
 PUBLIC = {
+    "/api/v1/consent/notices/{purpose}",
     "/api/v1/health", "/api/v1/ingest", "/api/v1/auth/token", "/api/v1/log/checkpoint",
     "/api/v1/log/key", "/api/v1/log/proof/inclusion", "/api/v1/log/proof/consistency",
     "/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json",
@@ -75,6 +76,8 @@ class World:
             access=p.access_service(),
             principals=p.principals,
             policies=p.policies,
+            registry=p.registry,
+            consent=p.consent,
             trust=p.trust,
         )
         self.client = TestClient(app)
@@ -123,7 +126,10 @@ def test_platform_routes_by_role(world: World, role: str) -> None:
 def test_a_wrong_role_on_every_route_is_refused_and_recorded(world: World) -> None:
     before = world.platform.audit.counters()["denied"]
     for method, url in routes(world):
-        if method != "GET" or url.startswith(("/api/v1/auth", "/api/v1/providers")):
+        # Per-caller routes (one's own identity, grants, consent) and per-resource ones are
+        # tested on their own; this walks the platform-wide ones.
+        per_caller = ("/api/v1/auth", "/api/v1/providers", "/api/v1/consent", "/api/v1/commands")
+        if method != "GET" or url.startswith(per_caller):
             continue
         if url == "/api/v1/log/proof/record":
             continue  # decided per record; covered below
@@ -237,3 +243,61 @@ def test_verify_covers_the_access_layer(world: World) -> None:
     report = world.platform.trust.verify()
     assert report.ok, report.problems
     assert {"access", "audit", "event"} <= set(report.by_kind)
+
+
+def test_consent_over_http_grant_use_and_revoke(world: World) -> None:
+    url = "/api/v1/providers/home-7/services/environment/resources/co2"
+    care = {"id": "care", "effect": "allow", "verbs": ["GET"], "target": "*/*/*",
+            "roles": ["caregiver"], "consent": True, "tenant": "$principal", "priority": 10}
+    admin = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    maria = {"Authorization": f"Bearer {world.tokens['maria']}"}
+    assert world.client.post("/api/v1/policies", json=care, headers=admin).status_code == 201
+    grant = {"grantee": "user:u-caregiver", "scope": "home-7"}
+    # Not maria's device, or not maria: refused and recorded.
+    other = world.client.post("/api/v1/consent/grants", json={**grant, "scope": "llamas-01"},
+                              headers=maria)  # fmt: skip
+    assert other.status_code == 403
+    citizen = {"Authorization": f"Bearer {world.tokens['citizen']}"}
+    assert world.client.post("/api/v1/consent/grants", json=grant,
+                             headers=citizen).status_code == 403  # fmt: skip
+    given = world.client.post("/api/v1/consent/grants", json=grant, headers=maria)
+    assert given.status_code == 201, given.text
+    assert world.get(url, "caregiver").status_code == 200
+    listed = world.get("/api/v1/consent/grants", "caregiver").json()
+    assert [g["id"] for g in listed["received"]] == [given.json()["id"]]
+    revoked = world.client.delete(f"/api/v1/consent/grants/{given.json()['id']}", headers=maria)
+    assert revoked.status_code == 200 and revoked.json()["active"] is False
+    assert world.get(url, "caregiver").status_code == 403
+    # The operator grants on maria's behalf, with the paper form as evidence.
+    operator = {"Authorization": f"Bearer {world.tokens['operator']}"}
+    missing = world.client.post("/api/v1/consent/grants", json={**grant, "subject": "maria"},
+                                headers=operator)  # fmt: skip
+    assert missing.status_code == 400  # no evidence
+    behalf = world.client.post(
+        "/api/v1/consent/grants",
+        json={**grant, "subject": "maria", "evidence": "paper form #12, scanned"},
+        headers=operator,
+    )
+    assert behalf.status_code == 201 and behalf.json()["on_behalf"] is True
+    assert world.get(url, "caregiver").status_code == 200
+
+
+def test_informed_consent_notice_accept_and_withdraw(world: World) -> None:
+    consent = world.platform.consent
+    consent.publish_notice("park-guide", 1, controller="Ayuntamiento de Santander",
+                           purpose_text="rate park data", legal_basis="consent (GDPR 6.1.a)",
+                           recipients="none", rights="access, erasure, withdrawal",
+                           text="...")  # fmt: skip
+    notice = world.client.get("/api/v1/consent/notices/park-guide").json()
+    assert notice["id"] == "park-guide/v1/en" and notice["controller"].startswith("Ayunt")
+    citizen = {"Authorization": f"Bearer {world.tokens['citizen']}"}
+    accepted = world.client.post("/api/v1/consent/notices/park-guide/accept",
+                                 json={"notice": notice["id"]}, headers=citizen)  # fmt: skip
+    assert accepted.status_code == 201
+    status = world.get("/api/v1/consent/notices/park-guide/status", "citizen").json()
+    assert status == {"consented": True, "needs_renewal": False}
+    withdrawn = world.client.post("/api/v1/consent/notices/park-guide/withdraw", headers=citizen)
+    assert withdrawn.json() == {"withdrawn": True}
+    status = world.get("/api/v1/consent/notices/park-guide/status", "citizen").json()
+    assert status["consented"] is False
+    assert world.client.get("/api/v1/consent/notices/nothing").status_code == 404

@@ -167,6 +167,18 @@ class AccessService:
                 )
         return decision
 
+    def refuse(
+        self, principal: Principal, verb: Verb, target: str, reason: str, *, source: str
+    ) -> Decision:
+        """Record a refusal decided outside the engine (e.g. by the consent rules) exactly
+        like the engine's own: audit trail and ``access_denied`` event."""
+        decision = Decision(False, reason)
+        if self.audit is not None:
+            self.audit.record(principal, verb, target, decision, source=source)
+        self._events.warn("access_denied", f"{principal.id} {verb} {target}: {reason}",
+                          source=source)  # fmt: skip
+        return decision
+
     def require(
         self,
         principal: Principal,

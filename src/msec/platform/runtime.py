@@ -162,6 +162,7 @@ class Runtime:
             policies=self.platform.policies,
             actuator=self.platform.actuator(self._publisher()),
             registry=self.platform.registry,
+            consent=self.platform.consent,
             metrics=make_registry(collector),
             health=self._health,
             trust=self.platform.trust,

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from msec import __version__
 from msec.access.builtin import BUILTIN_POLICIES, PLATFORM
+from msec.access.consent import SqlConsent
 from msec.access.engine import PolicyEngine
 from msec.access.model import Principal, PrincipalKind, Verb
 from msec.access.policies import SqlPolicies
@@ -35,6 +36,7 @@ from msec.tlog.trust import TrustLog
 from msec.twin.base import Twin
 from msec.web.access_api import add_access_routes
 from msec.web.act_api import add_act_routes
+from msec.web.consent_api import add_consent_routes
 from msec.web.log_api import add_log_routes
 
 _bearer = HTTPBearer(auto_error=False)
@@ -63,6 +65,7 @@ def create_app(
     policies: SqlPolicies | None = None,
     actuator: Actuator | None = None,
     registry: DeviceRegistry | None = None,
+    consent: SqlConsent | None = None,
 ) -> FastAPI:
     """The API over the given backends.
 
@@ -283,6 +286,14 @@ def create_app(
     add_access_routes(app, access, events, caller, allow, principals, policies)
     if actuator is not None and registry is not None:
         add_act_routes(app, caller, allow, actuator, twin, registry)
+    if consent is not None and principals is not None and registry is not None:
+        known = registry
+
+        def subject_of(name: str) -> str | None:
+            device = known.get(name)
+            return device.subject if device is not None else None
+
+        add_consent_routes(app, app_access, caller, consent, principals, twin, subject_of)
     return app
 
 
