@@ -33,6 +33,7 @@ from sqlalchemy import (
 
 from msec.access.model import Decision, Principal, Verb
 from msec.tlog import SqlLog, leaf_hash
+from msec.tlog.sql import write_transaction
 
 __all__ = ["AUDIT_LEAF", "AuditEntry", "SqlAudit", "audit_leaf_data"]
 
@@ -110,7 +111,6 @@ class SqlAudit:
         self, engine: Engine, *, log: SqlLog | None = None, clock: Any = time.time
     ) -> None:
         self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
         self.log = log
         self._clock = clock
         self._insert = insert(audit_table).returning(audit_table.c.id)
@@ -134,12 +134,7 @@ class SqlAudit:
             "sensitive": decision.sensitive,
             "source": source[:200],
         }
-        with self._engine.begin() as conn:
-            first = None
-            if self.log is not None:
-                if self._sqlite:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                first = self.log.lock(conn)
+        with write_transaction(self._engine, self.log) as (conn, first):
             id_ = int(conn.execute(self._insert, {**row, "leaf": first}).scalar_one())
             if self.log is not None:
                 data = audit_leaf_data([id_, *row.values()])

@@ -45,6 +45,7 @@ from msec.access.engine import PolicyEngine
 from msec.access.model import Effect, Policy, Verb
 from msec.core.errors import MsecError
 from msec.tlog import SqlLog, leaf_hash
+from msec.tlog.sql import write_transaction
 
 __all__ = [
     "MAX_STORED_PRIORITY",
@@ -187,19 +188,11 @@ class SqlPolicies:
         self, engine: Engine, *, log: SqlLog | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
         self.log = log
         self._clock = clock
 
     def create_schema(self) -> None:
         metadata.create_all(self._engine)
-
-    def _begin(self, conn: Connection) -> int | None:
-        if self.log is None:
-            return None
-        if self._sqlite:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return self.log.lock(conn)
 
     def add(self, policy: Policy, *, by: str) -> Policy:
         """Store a new policy; :class:`PolicyError` for a reserved priority or a used id."""
@@ -209,8 +202,7 @@ class SqlPolicies:
             raise PolicyError("ids starting with 'builtin-' are reserved")
         spec = _canonical(policy)
         c = policies_table.c
-        with self._engine.begin() as conn:
-            first = self._begin(conn)
+        with write_transaction(self._engine, self.log) as (conn, first):
             if conn.execute(select(c.id).where(c.id == policy.id)).first() is not None:
                 raise PolicyError(f"a policy {policy.id!r} exists (or existed): use a new id")
             now = self._clock()
@@ -227,8 +219,7 @@ class SqlPolicies:
     def remove(self, policy_id: str, *, by: str) -> bool:
         """Mark a policy removed; False if there is no active policy with that id."""
         c = policies_table.c
-        with self._engine.begin() as conn:
-            first = self._begin(conn)
+        with write_transaction(self._engine, self.log) as (conn, first):
             now = self._clock()
             done = conn.execute(
                 update(policies_table)

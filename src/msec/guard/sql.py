@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from msec.core.errors import MsecError
 from msec.core.models import SecurityEvent
 from msec.tlog import SqlLog, leaf_hash
+from msec.tlog.sql import write_transaction
 
 #: Longest ``detail`` stored; longer ones are cut (an attacker controls what it quotes).
 MAX_DETAIL = 500
@@ -108,7 +109,6 @@ class SqlEventLog:
                 f"SqlEventLog supports sqlite and postgresql, not {engine.dialect.name!r}"
             )
         self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
         #: With a log, every event is also a leaf of it, appended in the same transaction:
         #: a warning entry as tamper-evident as the data.
         self.log = log
@@ -166,11 +166,8 @@ class SqlEventLog:
             }
             for event in stored
         ]
-        with self._engine.begin() as conn:
-            if self.log is not None:
-                if self._sqlite:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # SqlLog.append needs the write lock
-                first = self.log.lock(conn)
+        with write_transaction(self._engine, self.log) as (conn, first):
+            if first is not None:
                 for i, p in enumerate(params):
                     p["leaf"] = first + i
             ids = conn.execute(self._insert, params).scalars().all()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from msec.core.errors import MsecError
 from msec.registry.base import DeviceRecord, DuplicateDevice
 from msec.tlog import SqlLog, leaf_hash
+from msec.tlog.sql import write_transaction
 
 metadata = sa.MetaData()
 
@@ -105,9 +106,6 @@ class SqlRegistry:
                 if name not in columns:
                     raise
 
-    def _begin(self) -> Any:
-        """A write transaction holding the log's lock (when there is a log)."""
-        return _Writing(self._engine, self.log)
 
     def add(self, record: DeviceRecord) -> DeviceRecord:
         created = record.created or time.time()
@@ -130,7 +128,7 @@ class SqlRegistry:
             "subject": record.subject,
         }
         try:
-            with self._begin() as (conn, first):
+            with write_transaction(self._engine, self.log) as (conn, first):
                 row["leaf"] = first
                 conn.execute(devices.insert().values(**row))
                 if self.log is not None:
@@ -152,7 +150,7 @@ class SqlRegistry:
 
     def revoke(self, name: str) -> bool:
         """Revoke ``name`` (once: revoking again changes nothing); False if unknown."""
-        with self._begin() as (conn, first):
+        with write_transaction(self._engine, self.log) as (conn, first):
             now = time.time()
             result = conn.execute(
                 devices.update()
@@ -205,28 +203,6 @@ class SqlRegistry:
                 f"cannot unwrap the keys of device {name!r}: the key file (keys/kek.key) is "
                 "not the one they were wrapped with, or the row was altered"
             ) from None
-
-
-class _Writing:
-    """``with _Writing(engine, log) as (conn, first_leaf)``: a write transaction that holds
-    the log's lock first (``first_leaf`` is the next leaf index, ``None`` without a log)."""
-
-    def __init__(self, engine: sa.Engine, log: SqlLog | None) -> None:
-        self._engine = engine
-        self._log = log
-        self._context: Any = None
-
-    def __enter__(self) -> tuple[sa.Connection, int | None]:
-        self._context = self._engine.begin()
-        conn = self._context.__enter__()
-        if self._log is None:
-            return conn, None
-        if self._engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return conn, self._log.lock(conn)
-
-    def __exit__(self, *exc: object) -> Any:
-        return self._context.__exit__(*exc)
 
 
 class _DeviceLeaves:

@@ -63,7 +63,14 @@ from msec.tlog.merkle import (
     verify_consistency,
 )
 
-__all__ = ["MAX_ENTRIES_PER_READ", "LogEntry", "LogError", "SqlLog", "decode_bundle"]
+__all__ = [
+    "MAX_ENTRIES_PER_READ",
+    "LogEntry",
+    "LogError",
+    "SqlLog",
+    "decode_bundle",
+    "write_transaction",
+]
 
 TILE_WIDTH: Final = 256
 """Hashes per full tile; a tile level spans ``log2(TILE_WIDTH) == 8`` tree levels."""
@@ -115,6 +122,8 @@ checkpoints_table = Table(
 )
 
 _STATE_ID: Final = 1
+
+
 class LogError(MsecError):
     """The log refused an operation or found its storage inconsistent; the message says why.
 
@@ -420,6 +429,16 @@ class SqlLog:
         """
         return self._locked_size(conn)
 
+    @contextmanager
+    def writing(self) -> Iterator[tuple[Connection, int]]:
+        """``with log.writing() as (conn, first)``: a write transaction on the log's engine
+        that holds the append lock from its start (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
+        :meth:`lock`), committed on exit. ``first`` is the index the next :meth:`append` in
+        it gets: what a store writing a record and its leaf together numbers the record with.
+        """
+        with self._writing(None) as conn:
+            yield conn, self._locked_size(conn)
+
     def _extend_bundles(
         self, conn: Connection, first: int, rows: list[tuple[bytes, str, str]]
     ) -> None:
@@ -624,3 +643,20 @@ class SqlLog:
         with self._engine.connect() as conn:
             note = conn.execute(select(c.note).order_by(c.size.desc()).limit(1)).scalar()
         return None if note is None else str(note)
+
+
+@contextmanager
+def write_transaction(
+    engine: Engine, log: SqlLog | None
+) -> Iterator[tuple[Connection, int | None]]:
+    """``with write_transaction(engine, log) as (conn, first)``: one write transaction,
+    committed on exit. With a log it holds the log's append lock from the start
+    (:meth:`SqlLog.writing`) and ``first`` is the index its next append gets; without one,
+    ``first`` is ``None``. Every store that writes a record and its leaf together uses it, so
+    they all take the same lock first."""
+    if log is not None:
+        with log.writing() as (conn, first):
+            yield conn, first
+        return
+    with engine.begin() as conn:
+        yield conn, None
