@@ -29,10 +29,13 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where data 
 
 
 def _open(config: Path | None, data_dir: Path | None) -> Any:
+    """The installation, opened without creating anything; exit 2 if it cannot be."""
     from msec.platform.platform import Platform
 
-    settings = Settings.load(config, data_dir=data_dir)
-    return Platform.open(settings, create=False)
+    try:
+        return Platform.open(Settings.load(config, data_dir=data_dir), create=False)
+    except (MsecError, OSError, ValueError) as exc:
+        _fail(f"cannot open the installation: {exc}")
 
 
 def verify(
@@ -68,10 +71,7 @@ def verify(
     """
     from msec.tlog.audit import ExternalCheckpoint
 
-    try:
-        platform = _open(config, data_dir)
-    except (MsecError, OSError, ValueError) as exc:
-        _fail(f"cannot open the installation: {exc}")
+    platform = _open(config, data_dir)
     try:
         trust = platform.trust
         external: list[ExternalCheckpoint] = []
@@ -160,10 +160,7 @@ def _fail(message: str) -> None:
 @log_app.command("key")
 def log_key(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Print the log's verifier key (C2SP note format ``<name>+<hex id>+<base64>``)."""
-    try:
-        platform = _open(config, data_dir)
-    except (MsecError, OSError, ValueError) as exc:
-        _fail(str(exc))
+    platform = _open(config, data_dir)
     try:
         print(platform.trust.verifier_key())
     finally:
@@ -175,10 +172,7 @@ def log_checkpoint(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> Non
     """Print the newest signed checkpoint (signing one if the log grew since)."""
     from msec.tlog import LogError
 
-    try:
-        platform = _open(config, data_dir)
-    except (MsecError, OSError, ValueError) as exc:
-        _fail(str(exc))
+    platform = _open(config, data_dir)
     try:
         sys.stdout.write(platform.trust.latest())
     except LogError as exc:
@@ -203,10 +197,7 @@ def export(
     """Write everything stored about SUBJECT as JSON (data portability)."""
     from msec.companion import CompanionError
 
-    try:
-        platform = _open(config, data_dir)
-    except (MsecError, OSError, ValueError) as exc:
-        _fail(f"cannot open the installation: {exc}")
+    platform = _open(config, data_dir)
     try:
         data = platform.export_subject(subject)
     except CompanionError as exc:
@@ -240,10 +231,7 @@ def erase(
 
     if not yes and not typer.confirm(f"Erase every record of {subject!r}? This cannot be undone"):
         raise typer.Exit(EXIT_ERROR)
-    try:
-        platform = _open(config, data_dir)
-    except (MsecError, OSError, ValueError) as exc:
-        _fail(f"cannot open the installation: {exc}")
+    platform = _open(config, data_dir)
     try:
         erasure = platform.erase_subject(subject, reason=reason)
     except CompanionError as exc:
@@ -265,10 +253,7 @@ def rotate_kek(
     ] = False,
 ) -> None:
     """Re-wrap every subject's data key under a new key-encryption key file."""
-    try:
-        platform = _open(config, data_dir)
-    except (MsecError, OSError, ValueError) as exc:
-        _fail(f"cannot open the installation: {exc}")
+    platform = _open(config, data_dir)
     try:
         count = platform.rotate_companion_kek(destroy_old=destroy_old)
     finally:

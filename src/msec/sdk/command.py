@@ -7,13 +7,13 @@ file next to the credentials (``FILE.cmdseq``), written before the command is ac
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 from msec.actuate.command import Command, CommandRejected, RejectedBecause, open_command
 from msec.sdk.device import Device
+from msec.sdk.state import read_int, write_int
 
 __all__ = ["Command", "CommandReceiver", "CommandRejected", "RejectedBecause"]
 
@@ -35,7 +35,7 @@ class CommandReceiver:
         self._key = platform_command_key
         self.state_path = Path(state_path)
         self._lock = threading.Lock()
-        self._highest = _read_int(self.state_path)
+        self._highest = read_int(self.state_path)
 
     @classmethod
     def for_device(cls, device: Device) -> CommandReceiver:
@@ -70,22 +70,6 @@ class CommandReceiver:
                 data, self._key, device=self.device_name, now=at, after_seq=self._highest
             )
             # On disk before anyone acts on it: after a crash the same command is a replay.
-            _write_int(self.state_path, command.seq)
+            write_int(self.state_path, command.seq)
             self._highest = command.seq
         return command
-
-
-def _read_int(path: Path) -> int:
-    try:
-        return int(path.read_text().strip() or 0)
-    except FileNotFoundError:
-        return 0
-
-
-def _write_int(path: Path, value: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(str(value))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ from msec.crypto import envelope
 from msec.crypto.envelope import NAME_RE, RawReading
 from msec.crypto.keys import new_ed25519, new_symmetric_key
 from msec.registry.base import Algorithm, DeviceRecord
+from msec.sdk.state import read_int, write_int
 
 #: Sequence numbers are reserved in blocks so that a crash never reuses one
 #: (a reused number would be refused as a replay) without a disk write per seal.
@@ -124,7 +125,7 @@ class Device:
             ),
         )
         # Numbers up to the last reservation may have been used before a crash: skip them.
-        device._reserved = _read_int(_seq_path(path))
+        device._reserved = read_int(_seq_path(path))
         device._next_seq = device._reserved + 1
         return device
 
@@ -193,7 +194,7 @@ class Device:
             self._next_seq += count
             if self.path is not None and self._next_seq - 1 > self._reserved:
                 self._reserved = self._next_seq - 1 + SEQ_BLOCK
-                _write_int(_seq_path(self.path), self._reserved)
+                write_int(_seq_path(self.path), self._reserved)
             return seq
 
     # ---- sending ------------------------------------------------------------------
@@ -270,19 +271,3 @@ def _rows(readings: Readings) -> list[RawReading]:
 
 def _seq_path(path: Path) -> Path:
     return path.with_name(path.name + ".seq")
-
-
-def _read_int(path: Path) -> int:
-    try:
-        return int(path.read_text().strip() or 0)
-    except FileNotFoundError:
-        return 0
-
-
-def _write_int(path: Path, value: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(str(value))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
