@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from msec.core.errors import MsecError
+from msec.platform.checks import TamperChecks
 from msec.platform.settings import Settings
 
 log_app = typer.Typer(help="The transparency log: its key and checkpoints.", no_args_is_help=True)
@@ -116,6 +117,10 @@ def verify(
                 report = trust.verify(external=external, progress=advance)
             except Exception as exc:  # a database error: I/O, not tampering
                 _fail(f"reading the database failed: {type(exc).__name__}: {exc}")
+        try:
+            TamperChecks(platform.settings.data_dir).record(report, by="cli")
+        except OSError as exc:  # a read-only data dir: the check itself still counts
+            print(f"note: the check was not recorded: {exc}", file=sys.stderr)
         if report.ok and update_witness is not None:
             note = trust.log.latest_checkpoint()
             if note is not None:

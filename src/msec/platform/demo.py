@@ -42,6 +42,7 @@ class ParkFleet:
         self.stop = stop
         self.sim = ParkSimulator(seed=2024)
         self.devices: list[tuple[Device, object]] = []
+        self.interval_s = INTERVAL_S
 
     def prepare(self) -> None:
         for sim_device in PARK_DEVICES:
@@ -69,7 +70,7 @@ class ParkFleet:
                     self._publish(
                         device, [(s, r, v) for s, r, v in self.sim.sample(sim_device, now)]
                     )
-                self.stop.wait(INTERVAL_S)
+                self.stop.wait(self.interval_s)
         finally:
             for device, _ in self.devices:
                 device.close()

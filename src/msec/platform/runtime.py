@@ -19,17 +19,25 @@ from pathlib import Path
 import uvicorn
 
 from msec.access.model import Principal, PrincipalKind
+from msec.access.service import AccessService
 from msec.actuate.actuator import MqttCommandPublisher
 from msec.anchor.anchorer import Anchorer
 from msec.anchor.base import AnchorError
 from msec.anchor.policy import AnchorPolicy
+from msec.apps.park_guide.app import install as install_park_guide
+from msec.apps.park_guide.guide import ParkGuide
 from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
+from msec.platform.checks import TamperChecks
 from msec.platform.platform import Platform
+from msec.platform.secrets import web_key
 from msec.platform.settings import Settings
 from msec.tlog import LogError
 from msec.transport.broker import EmbeddedBroker, free_port, wait_for_port, write_password_file
 from msec.web.app import create_app
+from msec.web.live import LiveFeed
 from msec.web.metrics import IngestCollector, make_registry
+from msec.web.sessions import CsrfTokens, LoginEmails, SqlSessions
+from msec.web.ui import WebUi
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +45,13 @@ log = logging.getLogger(__name__)
 class Runtime:
     """One running installation. ``start()``, then ``wait(duration)``, then ``stop()``."""
 
-    def __init__(self, settings: Settings, *, simulate: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, simulate: bool = False, sim_interval_s: float | None = None
+    ) -> None:
         self.settings = settings
         self.simulate = simulate
+        #: Seconds between two readings of each simulated device (None: the demo's 10 s).
+        self.sim_interval_s = sim_interval_s
         self.platform = Platform.open(settings)
         self.run_dir = settings.data_dir / "run"
         self.broker: EmbeddedBroker | None = None
@@ -52,6 +64,9 @@ class Runtime:
         self.url = ""
         self._tokens: dict[str, str] = {}
         self._commands_out: MqttCommandPublisher | None = None
+        self.ui: WebUi | None = None
+        self.feed: LiveFeed | None = None
+        self.park_guide: ParkGuide | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -103,6 +118,8 @@ class Runtime:
                 secrets["mqtt_device"],
                 self._stop,
             )
+            if self.sim_interval_s is not None:
+                fleet.interval_s = self.sim_interval_s
             fleet.prepare()
             self._threads.append(threading.Thread(target=fleet.run, name="simulators", daemon=True))
         monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
@@ -111,6 +128,10 @@ class Runtime:
             target=self._checkpoint_loop, name="checkpoints", daemon=True
         )
         self._threads.append(checkpointer)
+        if self.settings.log.verify_every_s > 0:
+            self._threads.append(
+                threading.Thread(target=self._verify_loop, name="tamper-checks", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
@@ -151,13 +172,13 @@ class Runtime:
         operator = Principal(
             "service:operator", PrincipalKind.SERVICE, self.settings.tenant, frozenset({"operator"})
         )
+        access = self.platform.access_service({self.platform.secrets["operator_token"]: operator})
+        self.ui, self.feed = web_ui(self.platform, access)
         app = create_app(
             twin=self.platform.twin,
             events=self.platform.events,
             ingestor=self.platform.ingestor,
-            access=self.platform.access_service(
-                {self.platform.secrets["operator_token"]: operator}
-            ),
+            access=access,
             principals=self.platform.principals,
             policies=self.platform.policies,
             actuator=self.platform.actuator(self._publisher()),
@@ -166,7 +187,10 @@ class Runtime:
             metrics=make_registry(collector),
             health=self._health,
             trust=self.platform.trust,
+            ui=self.ui,
         )
+        self.park_guide = install_park_guide(app, self.ui, self.platform, self.feed)
+        self.feed.start()
         config = uvicorn.Config(
             app, host=http.host, port=port, log_level="warning", access_log=False
         )
@@ -264,6 +288,25 @@ class Runtime:
             except Exception:  # the database may be down for a while: try again later
                 log.exception("signing a checkpoint failed; retrying")
 
+    def _verify_loop(self) -> None:
+        """Check the whole log now and then, as ``msec verify`` does, and record the outcome
+        (the tamper-check KPI); a failed check is also a security event."""
+        checks = TamperChecks(self.settings.data_dir)
+        delay = min(60.0, self.settings.log.verify_every_s)  # the first soon after start
+        while not self._stop.wait(delay):
+            delay = self.settings.log.verify_every_s
+            try:
+                report = self.platform.trust.verify()
+            except Exception:  # the database may be away: try again next time
+                log.exception("the periodic tamper check could not run")
+                continue
+            checks.record(report, by="runtime")
+            if not report.ok:
+                log.error("tamper check FAILED: %d problems (run msec verify)",
+                          len(report.problems))  # fmt: skip
+                problems = f"{len(report.problems)} problems in the log"
+                self.platform.events.warn("tampering", problems, source="tamper-check")
+
     def _anchorer(self) -> Anchorer | None:
         """An anchorer on the configured chain, or ``None`` (logged) while it is unusable."""
         anchor = self.settings.anchor
@@ -315,6 +358,8 @@ class Runtime:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
+        if self.feed is not None:
+            self.feed.stop()  # ends the open pages' event streams, so the server can stop
         if self._server is not None:
             self._server.should_exit = True
         for worker in self._workers:
@@ -335,3 +380,19 @@ class Runtime:
         except Exception as exc:
             log.error("the final checkpoint was not signed: %s", exc)
         self.platform.close()
+
+
+def web_ui(platform: Platform, access: AccessService) -> tuple[WebUi, LiveFeed]:
+    """The page layer (sessions, CSRF, login e-mails) and the live feed of ``platform``."""
+    http = platform.settings.http
+    key = web_key(platform.settings.data_dir)
+    sessions = SqlSessions(platform.engine, max_s=http.session_max_s, idle_s=http.session_idle_s)
+    emails = LoginEmails(platform.engine, key)
+    sessions.create_schema()
+    emails.create_schema()
+    ui = WebUi(
+        access=access, events=platform.events, principals=platform.principals,
+        sessions=sessions, csrf=CsrfTokens(key), emails=emails,
+        secure_cookies=http.secure_cookies, public_url=http.public_url,
+    )  # fmt: skip
+    return ui, LiveFeed(platform.twin.latest_all)

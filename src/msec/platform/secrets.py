@@ -78,3 +78,15 @@ def write_private_json(path: Path, data: object) -> None:
     tmp.unlink(missing_ok=True)
     _write_private(tmp, json.dumps(data, indent=2).encode())
     os.replace(tmp, path)
+
+
+def web_key(data_dir: Path) -> bytes:
+    """The web front end's 32-byte secret (``keys/web.key``), created on first use: the root
+    of its CSRF tokens and of the keyed hashes that find a login e-mail without storing it."""
+    path = data_dir / "keys" / "web.key"
+    if not path.exists():
+        _write_private(path, secrets.token_bytes(32))
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise ValueError(f"{path} is not a 32-byte key")
+    return data

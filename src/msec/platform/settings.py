@@ -76,6 +76,15 @@ class HttpSettings(BaseModel):
     #: many requests a second on average, bursts of ``rate_burst``; past it, 429.
     rate_per_s: float = Field(50.0, gt=0)
     rate_burst: int = Field(200, ge=1)
+    #: The address people reach the site at (``https://park.example.org``), used in the
+    #: printed QR codes; empty means the address of the request.
+    public_url: str = ""
+    #: ``Secure`` on the session cookie: ``auto`` sets it when the request came over HTTPS
+    #: (behind a proxy: ``X-Forwarded-Proto``); ``always`` for a site served only over HTTPS.
+    secure_cookies: Literal["auto", "always", "never"] = "auto"
+    #: A web session ends this long after login, or after this long without a request.
+    session_max_s: float = Field(7 * 86400.0, gt=0)
+    session_idle_s: float = Field(86400.0, gt=0)
 
 
 class LogSettings(BaseModel):
@@ -92,6 +101,9 @@ class LogSettings(BaseModel):
     #: Empty means ``<data_dir>/witness/checkpoint``; put it on other storage than the
     #: database (another disk or host) so that restoring an old database cannot touch it.
     witness_file: Path | None = None
+    #: A running platform checks its whole log this often (as ``msec verify`` does) and
+    #: records the outcome (``<data_dir>/verify/history.jsonl``); 0 turns it off.
+    verify_every_s: float = Field(3600.0, ge=0)
 
 
 class SensitiveSettings(BaseModel):
@@ -103,6 +115,16 @@ class SensitiveSettings(BaseModel):
     #: readings are encrypted under the device's subject (else the device's name), kept out
     #: of the twin, and erased with the subject (``msec erase``).
     resources: list[str] = Field(default_factory=list)
+
+
+class ParkSettings(BaseModel):
+    """Pilot 1, the Park Guide (``[park]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: A TOML file with the park's stops (see docs/pilots/park-guide.md); empty means the
+    #: demo's Las Llamas park.
+    file: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -118,6 +140,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     anchor: AnchorSettings = AnchorSettings()
     sensitive: SensitiveSettings = SensitiveSettings()
+    park: ParkSettings = ParkSettings()
 
     @property
     def log_origin(self) -> str:

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, Engine
 
 from msec.tlog.audit import AuditReport, ExternalCheckpoint, LeafSource, audit
 from msec.tlog.checkpoint import Checkpoint, NoteError, NoteSigner, NoteVerifier, open_checkpoint
-from msec.tlog.merkle import ProofError, verify_consistency
+from msec.tlog.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from msec.tlog.sql import LogError, SqlLog
 
 if TYPE_CHECKING:
@@ -29,7 +30,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RollbackDetected", "TrustLog"]
+__all__ = ["RecordProof", "RollbackDetected", "TrustLog"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProof:
+    """A record's leaf, its inclusion proof and the signed checkpoint the proof leads to.
+
+    ``leaf_data`` is recomputed from storage (``None`` for an erased record); the leaf hash
+    is ``SHA-256(0x00 || leaf_data)``.
+    """
+
+    kind: str
+    ref: str
+    index: int
+    size: int
+    leaf_data: bytes | None
+    leaf_hash: bytes
+    hashes: list[bytes]
+    note: str
+    checkpoint: Checkpoint
+
+    def check(self, verifier: NoteVerifier) -> dict[str, bool]:
+        """Each step checked again from the proof's own bytes: the leaf hash, the inclusion
+        proof up to the checkpoint's root, and the checkpoint's signature."""
+        leaf_ok = self.leaf_data is not None and leaf_hash(self.leaf_data) == self.leaf_hash
+        try:
+            verify_inclusion(self.leaf_hash, self.index, self.size, self.checkpoint.root,
+                             self.hashes)  # fmt: skip
+            inclusion_ok = True
+        except ProofError:
+            inclusion_ok = False
+        try:
+            signed = open_checkpoint(self.note, [verifier])
+            signature_ok = (signed.size, signed.root) == (self.size, self.checkpoint.root)
+        except NoteError:
+            signature_ok = False
+        return {"leaf": leaf_ok, "inclusion": inclusion_ok, "signature": signature_ok}
 
 
 class RollbackDetected(LogError):
@@ -158,6 +195,35 @@ class TrustLog:
         if entry is None or (entry.kind, entry.ref) != (kind, ref):
             return None
         return index
+
+    def record_proof(self, kind: str, ref: str) -> RecordProof | None:
+        """Everything needed to check record ``ref`` against the newest signed checkpoint
+        (signed first if the record came after it); ``None`` if the log holds no such record.
+
+        Raises :class:`LogError` (e.g. :class:`RollbackDetected`) when the log refuses to sign.
+        """
+        source = self.sources.get(kind)
+        index = self.find(kind, ref) if source is not None else None
+        if source is None or index is None:
+            return None
+        note = self.latest()
+        checkpoint = open_checkpoint(note, [self.verifier])
+        if index >= checkpoint.size:  # appended after the newest checkpoint was signed
+            note = self.checkpoint()
+            checkpoint = open_checkpoint(note, [self.verifier])
+        with self.engine.connect() as conn:
+            data = source.leaf_data(conn, [ref]).get(ref)
+        return RecordProof(
+            kind,
+            ref,
+            index,
+            checkpoint.size,
+            data if isinstance(data, bytes) else None,
+            self.log.leaf_hash(index),
+            self.log.inclusion_proof(index, checkpoint.size),
+            note,
+            checkpoint,
+        )
 
     # -- anchoring ---------------------------------------------------------------------------
 

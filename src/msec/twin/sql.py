@@ -668,6 +668,16 @@ class SqlTwin:
             values = tuple(_resource_value(r._mapping) for r in resources)
         return _provider_info(row._mapping, values)
 
+    def latest_all(self, providers: Sequence[str] | None = None) -> list[ResourceValue]:
+        """The latest value of every resource (of ``providers``, if given), in one query:
+        what live pages poll."""
+        c = resources_table.c
+        stmt = select(resources_table).order_by(c.provider, c.service, c.resource)
+        if providers is not None:
+            stmt = stmt.where(c.provider.in_(list(providers)))
+        with self._engine.connect() as conn:
+            return [_resource_value(r._mapping) for r in conn.execute(stmt)]
+
     def latest(self, provider: str, service: str, resource: str) -> ResourceValue | None:
         """The newest value (by timestamp, then seq) of one resource; ``None`` if never reported."""
         c = resources_table.c

@@ -10,12 +10,15 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msec import __version__
 from msec.access.builtin import BUILTIN_POLICIES, PLATFORM
@@ -38,6 +41,8 @@ from msec.web.access_api import add_access_routes
 from msec.web.act_api import add_act_routes
 from msec.web.consent_api import add_consent_routes
 from msec.web.log_api import add_log_routes
+from msec.web.proof_pages import add_proof_pages
+from msec.web.ui import WebUi, add_ui_routes, html_error
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -66,6 +71,7 @@ def create_app(
     actuator: Actuator | None = None,
     registry: DeviceRegistry | None = None,
     consent: SqlConsent | None = None,
+    ui: WebUi | None = None,
 ) -> FastAPI:
     """The API over the given backends.
 
@@ -74,7 +80,8 @@ def create_app(
     may. Without ``access``, a minimal one is built from ``tokens`` (bearer token -> role, as
     static principals of the ``default`` tenant). With ``trust``, the transparency log's
     routes (``/api/v1/log/...``) are served too; with ``principals``, the OAuth2 password
-    flow (``POST /api/v1/auth/token``) and token revocation.
+    flow (``POST /api/v1/auth/token``) and token revocation. With ``ui``, the pages for
+    people (``/``, ``/login``, ``/proof/...``, ``/static``), to which apps add theirs.
     """
     if access is None:
         access = static_access(tokens or {}, events)
@@ -294,7 +301,30 @@ def create_app(
             return device.subject if device is not None else None
 
         add_consent_routes(app, app_access, caller, consent, principals, twin, subject_of)
+    if ui is not None:
+        add_pages(app, ui, trust)
     return app
+
+
+def add_pages(app: FastAPI, ui: WebUi, trust: TrustLog | None) -> None:
+    """The foundation of the pages for people: static files, login, proofs, error pages."""
+    app.mount("/static", StaticFiles(packages=[("msec.web", "static")]), name="static")
+    add_ui_routes(app, ui)
+    if trust is not None:
+        add_proof_pages(app, ui, trust)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def errors(request: Request, exc: StarletteHTTPException) -> Response:
+        # The API answers JSON; pages answer pages.
+        path = request.url.path
+        if path.startswith(("/api/", "/metrics", "/docs", "/redoc", "/openapi")) or (
+            "text/html" not in request.headers.get("accept", "")
+            and exc.status_code not in (301, 302, 303, 307)
+        ):
+            return await http_exception_handler(request, exc)
+        return await run_in_threadpool(
+            html_error, ui, request, exc.status_code, str(exc.detail), exc.headers
+        )
 
 
 def static_access(tokens: Mapping[str, str], events: EventLog) -> AccessService:

@@ -19,9 +19,9 @@ from fastapi.responses import PlainTextResponse
 
 from msec.access.builtin import PLATFORM
 from msec.access.model import Principal, Verb
-from msec.tlog import LogError, open_checkpoint
+from msec.tlog import LogError
 from msec.tlog.sql import MAX_ENTRIES_PER_READ
-from msec.tlog.trust import TrustLog
+from msec.tlog.trust import RecordProof, TrustLog
 
 _PREFIX = "/api/v1/log"
 _INT = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -159,26 +159,24 @@ def add_log_routes(
             allow(request, who, Verb.GET, ref.rpartition("/")[0])
         else:
             allow(request, who, Verb.GET, PLATFORM, "log", "records")
-        index = trust.find(kind, ref)
-        if index is None:
-            raise HTTPException(404, f"no {kind} {ref!r} in the log")
         try:
-            note = trust.latest()
+            proof = trust.record_proof(kind, ref)
         except LogError as exc:
             raise HTTPException(503, f"the log refuses to sign: {exc}") from exc
-        size = open_checkpoint(note, [trust.verifier]).size
-        if index >= size:  # appended after the newest checkpoint was signed
-            note = trust.checkpoint()
-            size = open_checkpoint(note, [trust.verifier]).size
-        with trust.engine.connect() as conn:
-            data = source.leaf_data(conn, [ref]).get(ref)
-        return {
-            "kind": kind,
-            "ref": ref,
-            "index": index,
-            "size": size,
-            "leaf_data": _b64(data) if isinstance(data, bytes) else None,
-            "leaf_hash": _b64(log.leaf_hash(index)),
-            "hashes": [_b64(h) for h in log.inclusion_proof(index, size)],
-            "checkpoint": note,
-        }
+        if proof is None:
+            raise HTTPException(404, f"no {kind} {ref!r} in the log")
+        return record_proof_json(proof)
+
+
+def record_proof_json(proof: RecordProof) -> dict[str, Any]:
+    """A record proof as the API and the proof pages serve it (base64 hashes)."""
+    return {
+        "kind": proof.kind,
+        "ref": proof.ref,
+        "index": proof.index,
+        "size": proof.size,
+        "leaf_data": _b64(proof.leaf_data) if proof.leaf_data is not None else None,
+        "leaf_hash": _b64(proof.leaf_hash),
+        "hashes": [_b64(h) for h in proof.hashes],
+        "checkpoint": proof.note,
+    }

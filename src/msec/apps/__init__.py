@@ -1,0 +1,1 @@
+"""The pilots' applications, built on the platform."""
