@@ -56,8 +56,8 @@ class RecordProof:
         proof up to the checkpoint's root, and the checkpoint's signature."""
         leaf_ok = self.leaf_data is not None and leaf_hash(self.leaf_data) == self.leaf_hash
         try:
-            verify_inclusion(self.leaf_hash, self.index, self.size, self.checkpoint.root,
-                             self.hashes)  # fmt: skip
+            verify_inclusion(self.leaf_hash, self.index, self.size, self.hashes,
+                             self.checkpoint.root)  # fmt: skip
             inclusion_ok = True
         except ProofError:
             inclusion_ok = False

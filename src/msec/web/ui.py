@@ -213,10 +213,7 @@ class WebUi:
                 self.events.warn("oversized", f"form over {MAX_FORM_BYTES} bytes", source=source)
                 raise HTTPException(413, viewer.t("error.too_large"))
 
-        async def replay() -> Any:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        request._receive = replay  # let Starlette parse what was already read
+        request._body = body  # Starlette parses what was already read (Request.body caches it)
         try:
             form = await request.form(max_files=0, max_fields=50)
         except Exception as exc:  # malformed bodies are the client's error, never a 500

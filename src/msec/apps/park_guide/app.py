@@ -40,6 +40,8 @@ def install(app: FastAPI, ui: WebUi, platform: Platform, feed: LiveFeed,
     """Add the guide's pages, links, messages and threshold checks; returns the guide."""
     guide = ParkGuide(platform, park or park_of(platform), SqlParkStore(platform.engine))
     guide.setup()
+    if ui.access.sync is not None:  # the guide's policies are in force at once
+        ui.access.sync.refresh(force=True)
     ui.add_app("msec.apps.park_guide")
     ui.nav += [
         NavItem("/park", "nav.park", None, order=10),

@@ -707,7 +707,7 @@ class SqlParkStore:
                         continue
                     key = (threshold.id, obs.provider)
                     if _crossed(threshold, obs.value):
-                        if True:
+                        if key not in open_ids:
                             notice = _raise(conn, threshold, obs, now)
                             open_ids[key] = notice.id
                             raised.append(notice)
