@@ -296,6 +296,9 @@ def test_invalid_ratings_are_refused(site: Site) -> None:
         assert response.headers["location"].endswith("error=invalid"), data
     bad = post(client, "/park/stops/1", "/park/stops/1/rate", {"measurement": "<b>", "stars": 3})
     assert bad.status_code == 400
+    # Each crafted rating is a security event; nothing of them is stored.
+    assert site.platform.events.counts().get("malformed", 0) == 5
+    assert site.guide.store.rating_count() == 0
 
 
 # -- CSRF, brute force, roles ----------------------------------------------------------------------

@@ -106,7 +106,9 @@ def add_dashboard(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) -> 
         form = await ui.form(request, viewer)
         staff(request, viewer)
         area = str(form.get("area") or "")
+        source = request.client.host if request.client else ""
         if area != "*" and area not in {s.area for s in park.stops}:
+            ui.events.warn("malformed", f"threshold for unknown area {area[:40]!r}", source=source)
             return ui.redirect(request, viewer, "/dashboard/park?error=threshold")
         try:
             value = float(str(form.get("value") or "nan"))
@@ -114,7 +116,8 @@ def add_dashboard(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) -> 
                 guide.store.add_threshold, area, str(form.get("measurement") or ""),
                 str(form.get("op") or ">"), value, by=viewer.principal.id,  # type: ignore[arg-type]
             )  # fmt: skip
-        except (ValueError, InvalidThreshold):
+        except (ValueError, InvalidThreshold) as exc:
+            ui.events.warn("malformed", f"threshold refused: {str(exc)[:120]}", source=source)
             return ui.redirect(request, viewer, "/dashboard/park?error=threshold")
         await run_in_threadpool(guide.check_now, feed)
         return ui.redirect(request, viewer, "/dashboard/park#thresholds")

@@ -150,7 +150,10 @@ def add_park_pages(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) ->
         if not guide.consented(viewer.principal):
             return ui.redirect(request, viewer, f"{back}?error=consent")
         measurement = str(form.get("measurement") or "")
+        source = request.client.host if request.client else ""
         if measurement not in MEASUREMENTS:
+            ui.events.warn("malformed", f"rating of unknown measurement {measurement[:40]!r}",
+                           source=source)  # fmt: skip
             raise HTTPException(400, viewer.t("rate.error.invalid"))
         shown = (await run_in_threadpool(guide.values, stop)).get(measurement)
         if shown is None or shown.seq is None:
@@ -163,7 +166,10 @@ def add_park_pages(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) ->
                 shown.resource, shown.seq, stars, [str(f) for f in form.getlist("flags")],
                 str(form.get("comment") or ""),
             )  # fmt: skip
-        except InvalidRating:
+        except InvalidRating as exc:
+            # The form cannot produce these (stars 1-5, known flags, maxlength): a crafted
+            # request, or a comment pasted past the limit.
+            ui.events.warn("malformed", f"rating refused: {str(exc)[:120]}", source=source)
             return ui.redirect(request, viewer, f"{back}?error=invalid")
         except UnknownParticipant:
             guide.store.join(viewer.principal.id, language=viewer.lang)
