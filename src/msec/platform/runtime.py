@@ -14,7 +14,9 @@ import os
 import subprocess
 import threading
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, Final
 
 import uvicorn
 
@@ -24,8 +26,6 @@ from msec.actuate.actuator import MqttCommandPublisher
 from msec.anchor.anchorer import Anchorer
 from msec.anchor.base import AnchorError
 from msec.anchor.policy import AnchorPolicy
-from msec.apps.park_guide.app import install as install_park_guide
-from msec.apps.park_guide.guide import ParkGuide
 from msec.ingest.worker import BrokerAddress, spawn_worker, wait_until_subscribed
 from msec.platform.checks import TamperChecks
 from msec.platform.platform import Platform
@@ -40,6 +40,10 @@ from msec.web.sessions import CsrfTokens, LoginEmails, SqlSessions
 from msec.web.ui import WebUi
 
 log = logging.getLogger(__name__)
+
+#: Entry point group of the pilots' applications: ``name = "module:install"``, where
+#: ``install(app, ui, platform, feed)`` adds the app's pages and returns its object.
+APPS_GROUP: Final = "msec.apps"
 
 
 class Runtime:
@@ -66,7 +70,8 @@ class Runtime:
         self._commands_out: MqttCommandPublisher | None = None
         self.ui: WebUi | None = None
         self.feed: LiveFeed | None = None
-        self.park_guide: ParkGuide | None = None
+        #: The installed apps (entry point group ``msec.apps``), by name, once started.
+        self.apps: dict[str, Any] = {}
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -135,6 +140,11 @@ class Runtime:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def park_guide(self) -> Any:
+        """Pilot 1's guide (``msec.apps.park_guide``) when installed, else ``None``."""
+        return self.apps.get("park_guide")
+
     def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
         mqtt = self.settings.mqtt
         return spawn_worker(
@@ -189,7 +199,9 @@ class Runtime:
             trust=self.platform.trust,
             ui=self.ui,
         )
-        self.park_guide = install_park_guide(app, self.ui, self.platform, self.feed)
+        for entry in sorted(entry_points(group=APPS_GROUP), key=lambda e: e.name):
+            # Apps depend on the platform, never the reverse: they are found, not imported.
+            self.apps[entry.name] = entry.load()(app, self.ui, self.platform, self.feed)
         self.feed.start()
         config = uvicorn.Config(
             app, host=http.host, port=port, log_level="warning", access_log=False
