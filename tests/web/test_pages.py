@@ -428,7 +428,7 @@ def test_officer_threshold_raises_a_notice_and_exports_csv(site: Site) -> None:
     assert added.status_code == 303
     notices = site.guide.store.notices(open_only=True)
     assert [(n.area, n.measurement, n.value) for n in notices] == [("los_castros", "noise", 52.0)]
-    assert "1 open notices" in officer.get("/dashboard/park").text
+    assert "Open notices: 1" in officer.get("/dashboard/park").text
     # The simulator's next quieter reading clears it; a louder one raises a new one.
     _seed(site.platform, noise=50.0, seq=100)
     site.feed.poll()
