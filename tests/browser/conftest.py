@@ -81,30 +81,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     started = time.time()
     try:
         runtime.start()
-        _wait_for_live_values(runtime, since=started)
+        runtime.wait_for_simulators(started, timeout=60.0)
         passwords = json.loads((data_dir / "keys" / "demo-accounts.json").read_text())
         yield Demo(runtime, runtime.url, data_dir, passwords)
     finally:
         runtime.stop()
-
-
-def _wait_for_live_values(runtime: Runtime, since: float, timeout: float = 60.0) -> None:
-    """Until every park device has published after ``since`` (the backfilled history is
-    older)."""
-    guide = runtime.park_guide
-    assert guide is not None, "the demo runs without the Park Guide"
-    devices = set(guide.park.devices())
-    deadline = time.monotonic() + timeout
-    while True:
-        fresh = {
-            v.provider for v in runtime.platform.twin.latest_all(tuple(devices))
-            if v.timestamp is not None and v.timestamp >= since
-        }  # fmt: skip
-        if fresh == devices:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no live values from {sorted(devices - fresh)} in {timeout} s")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -350,3 +350,49 @@ def bench_access(
     else:
         for key, value in result.items():
             console.print(f"{key:>24}: {value}")
+
+
+@bench_app.command("web")
+def bench_web(
+    users: Annotated[int, typer.Option("--users", min=1, help="Concurrent virtual users.")] = 50,
+    duration: Annotated[
+        float, typer.Option("--duration", min=1.0, help="Seconds measured, after the warm-up.")
+    ] = 30.0,
+    think_ms: Annotated[
+        float,
+        typer.Option(
+            "--think-ms",
+            min=0.0,
+            help="Mean think time between page views (exponential; 0: closed loop, saturation).",
+        ),
+    ] = 1000.0,
+    live_pages: Annotated[
+        int, typer.Option("--live-pages", min=0, help="Stop pages holding a live stream open.")
+    ] = 5,
+    warmup: Annotated[float, typer.Option("--warmup", min=0.0, help="Seconds not measured.")] = 5.0,
+    sim_interval: Annotated[float | None, typer.Option("--sim-interval", hidden=True)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Page latency and requests/s of citizens' and officers' pages with the demo's simulators
+    running, and how fast live values reach an open page."""
+    from msec.bench.web import run_web_bench
+
+    result = run_web_bench(
+        users=users,
+        duration_s=duration,
+        think_ms=think_ms,
+        live_pages=live_pages,
+        warmup_s=warmup,
+        sim_interval_s=sim_interval,
+        progress=None if as_json else console,
+    )
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            if key == "pages":
+                for page, figures in value.items():
+                    console.print(f"{page:>30}: {figures['count']} requests, "
+                                  f"p95 {figures['p95_ms']} ms")  # fmt: skip
+            else:
+                console.print(f"{key:>30}: {value}")

@@ -72,6 +72,7 @@ class Runtime:
         self.feed: LiveFeed | None = None
         #: The installed apps (entry point group ``msec.apps``), by name, once started.
         self.apps: dict[str, Any] = {}
+        self._simulated: list[str] = []
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +127,7 @@ class Runtime:
             if self.sim_interval_s is not None:
                 fleet.interval_s = self.sim_interval_s
             fleet.prepare()
+            self._simulated = [device.name for device, _ in fleet.devices]
             self._threads.append(threading.Thread(target=fleet.run, name="simulators", daemon=True))
         monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._threads.append(monitor)
@@ -139,6 +141,22 @@ class Runtime:
             )
         for thread in self._threads:
             thread.start()
+
+    def wait_for_simulators(self, since: float, timeout: float = 60.0) -> None:
+        """Block until every simulated device has a value measured after ``since`` (the
+        backfilled history is older); ``TimeoutError`` naming the silent ones otherwise."""
+        devices = set(self._simulated)
+        deadline = time.monotonic() + timeout
+        while True:
+            fresh = {
+                v.provider for v in self.platform.twin.latest_all(tuple(devices))
+                if v.timestamp is not None and v.timestamp >= since
+            }  # fmt: skip
+            if fresh == devices:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no live values from {sorted(devices - fresh)} in {timeout} s")
+            time.sleep(0.2)
 
     @property
     def park_guide(self) -> Any:

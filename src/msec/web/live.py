@@ -140,6 +140,12 @@ class LiveFeed:
             self._subscriptions.discard(sub)
 
     @property
+    def running(self) -> bool:
+        """Whether the poller runs (``values`` is then at most ``interval`` old)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stop.is_set()
+
+    @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
 

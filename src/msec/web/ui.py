@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from msec import __version__
@@ -39,6 +40,8 @@ __all__ = ["NavItem", "StaffRoles", "Viewer", "ViewerDep", "WebUi"]
 SESSION_COOKIE: Final = "msec_session"
 NONCE_COOKIE: Final = "msec_browser"
 LANG_COOKIE: Final = "msec_lang"
+#: How long a session's lookup is reused by the requests of one browser.
+_SESSION_CACHE_S: Final = 1.0
 #: Largest form a page accepts (registration, a rating with its comment).
 MAX_FORM_BYTES: Final = 16 * 1024
 
@@ -119,6 +122,7 @@ class WebUi:
         self.home: dict[str, str] = {}
         #: The sign-up page an app offers (linked from the login page), if any.
         self.register_path = ""
+        self._sessions_seen: dict[str, tuple[float, Session | None, Principal]] = {}
 
     def _environment(self) -> jinja2.Environment:
         env = jinja2.Environment(
@@ -127,6 +131,7 @@ class WebUi:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates ship in the package: no stat() per page
         )
         env.globals.update(version=__version__, languages=LANGUAGES, language_names=LANGUAGE_NAMES)
         env.filters["localtime"] = _localtime
@@ -142,17 +147,7 @@ class WebUi:
 
     def viewer(self, request: Request) -> Viewer:
         """The visitor of this request: their session's principal, or anonymous."""
-        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
-        principal: Principal = ANONYMOUS
-        if session is not None and self.principals is not None:
-            found = self.principals.principal(session.principal_id)
-            if found is None:  # disabled or deleted since login
-                self.sessions.delete_for(session.principal_id)
-                session = None
-            else:
-                principal = found
-        elif session is not None:
-            session = None
+        session, principal = self._session_of(request.cookies.get(SESSION_COOKIE))
         cookies: dict[str, str] = {}
         query_lang = request.query_params.get("lang")
         lang = negotiate(
@@ -174,6 +169,41 @@ class WebUi:
             cookies,
         )  # fmt: skip
 
+
+    def _session_of(self, token: str | None) -> tuple[Session | None, Principal]:
+        """The session of cookie ``token`` and its principal, looked up at most once a
+        second per session (a session ended or an account disabled in this process takes
+        effect at once, see :meth:`forget`; from another process, within a second)."""
+        if not token:
+            return None, ANONYMOUS
+        now = time.monotonic()
+        cached = self._sessions_seen.get(token)
+        if cached is not None and now - cached[0] < _SESSION_CACHE_S:
+            return cached[1], cached[2]
+        session = self.sessions.get(token)
+        principal: Principal = ANONYMOUS
+        if session is not None and self.principals is not None:
+            found = self.principals.principal(session.principal_id)
+            if found is None:  # disabled or deleted since login
+                self.sessions.delete_for(session.principal_id)
+                session = None
+            else:
+                principal = found
+        elif session is not None:
+            session = None
+        if len(self._sessions_seen) > 10_000:
+            self._sessions_seen.clear()
+        self._sessions_seen[token] = (now, session, principal)
+        return session, principal
+
+    def forget(self, principal_id: str | None = None) -> None:
+        """Drop cached sessions (of ``principal_id``, or all): the next request reads them."""
+        if principal_id is None:
+            self._sessions_seen.clear()
+            return
+        for token, (_, session, _) in list(self._sessions_seen.items()):
+            if session is not None and session.principal_id == principal_id:
+                self._sessions_seen.pop(token, None)
 
     def require(self, request: Request, viewer: Viewer, roles: Iterable[str]) -> None:
         """Anonymous: redirect to the login page (and back here afterwards). Logged in without
@@ -253,6 +283,7 @@ class WebUi:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             self.sessions.delete(token)
+            self._sessions_seen.pop(token, None)
         response.delete_cookie(SESSION_COOKIE, path="/")
 
     def _secure(self, request: Request) -> bool:
@@ -401,13 +432,16 @@ def add_ui_routes(app: FastAPI, ui: WebUi) -> None:
         if "@" in name:
             # The address itself is not stored; its keyed hash finds the account. An unknown
             # address still costs one password check (same answer, same time).
-            name = ui.emails.user_of(name) or "-"
+            name = await run_in_threadpool(ui.emails.user_of, name) or "-"
         if ui.principals is None:
             return again(viewer.t("login.failed"), 401)
         from msec.access.principals import AuthError, LockedOut
 
         try:
-            principal = ui.principals.authenticate_password(name, password)
+            # argon2 takes ~0.1 s of CPU: in a worker thread, not on the event loop that
+            # serves every other page and live stream.
+            principal = await run_in_threadpool(ui.principals.authenticate_password, name,
+                                                password)  # fmt: skip
         except LockedOut:
             ui.events.warn("login_failed", "web login refused: locked", source=source)
             return again(viewer.t("login.locked"), 429)

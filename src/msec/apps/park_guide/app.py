@@ -54,6 +54,7 @@ def install(app: FastAPI, ui: WebUi, platform: Platform, feed: LiveFeed,
         ui.home.setdefault(role, "/dashboard/park")
     ui.home.setdefault(CITIZEN_ROLE, "/park/account")
     ui.register_path = "/park/register"
+    guide.feed = feed
     feed.listen(guide.on_changes)
     add_park_pages(app, ui, guide, feed)
     add_dashboard(app, ui, guide, feed)

@@ -57,7 +57,7 @@ def add_dashboard(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) -> 
             request, viewer, "park/dashboard.html", title=viewer.t("dash.title"),
             kpis=guide.kpis(), areas_html=areas(viewer), notices_html=notices(viewer),
             thresholds=guide.store.thresholds(), health=guide.device_health(),
-            scores=guide.store.trust_scores(), ratings=guide.store.ratings(limit=10),
+            scores=guide.trust_scores(), ratings=guide.store.ratings(limit=10),
             order=_ORDER, park=park, error=request.query_params.get("error", "")[:40],
             now=time.time(),
         )  # fmt: skip
@@ -85,20 +85,9 @@ def add_dashboard(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) -> 
         staff(request, viewer)
         if measurement not in MEASUREMENTS:
             raise HTTPException(400, f"measurement is one of {', '.join(MEASUREMENTS)}")
-        span = _hours(hours)
-        service, resource, unit = MEASUREMENTS[measurement]
-        since = time.time() - span * 3600
-        out = []
-        for stop in park.stops:
-            for device in stop.devices:
-                values = guide.platform.twin.history(device, service, resource, since=since,
-                                                     limit=_MAX_POINTS)  # fmt: skip
-                if values:
-                    out.append({"name": f"{stop.number}. {stop.text('name', viewer.lang)}",
-                                "points": [[v.timestamp, v.value] for v in values]})  # fmt: skip
-        limits = [t.value for t in guide.store.thresholds() if t.measurement == measurement]
-        body = {"label": viewer.t(f"m.{measurement}"), "unit": unit, "series": out,
-                "threshold": limits[0] if limits else None}  # fmt: skip
+        body = {"label": viewer.t(f"m.{measurement}")} | guide.series(
+            measurement, _hours(hours), viewer.lang
+        )
         return ui.finish(request, viewer, JSONResponse(body))
 
     @app.post("/dashboard/park/thresholds", include_in_schema=False)

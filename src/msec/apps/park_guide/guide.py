@@ -23,8 +23,9 @@ from msec.access.model import Effect, Policy, Principal, Verb
 from msec.access.policies import PolicyError
 from msec.apps.park_guide.notice import NOTICE_PURPOSE, NOTICE_VERSION, NOTICES
 from msec.apps.park_guide.park import MEASUREMENTS, Park, Stop, measurement_of, verdict
-from msec.apps.park_guide.store import Observation, SqlParkStore
+from msec.apps.park_guide.store import FLAGS, Observation, SqlParkStore, TrustScore
 from msec.companion.errors import UnknownSubject
+from msec.core.kinds import UnknownKind, get_kind
 from msec.core.models import ResourceValue
 from msec.platform.checks import TamperChecks
 from msec.web.sessions import normalise_email
@@ -44,6 +45,10 @@ PROFILE_KIND: Final = "park_guide.profile"
 #: A device is flagged silent when it has sent nothing for this long.
 SILENT_AFTER_S: Final = 300.0
 _KPI_TTL_S: Final = 30.0
+_SCORES_TTL_S: Final = 10.0
+_SERIES_TTL_S: Final = 5.0
+#: The trust score of a device nobody rated (see ``SqlParkStore.trust_score``).
+PRIOR_SCORE: Final = 75.0
 
 
 class RegistrationError(ValueError):
@@ -81,6 +86,11 @@ class ParkGuide:
         self.tenant = platform.settings.tenant
         self.checks = TamperChecks(platform.settings.data_dir)
         self._kpis: tuple[float, dict[str, object]] | None = None
+        #: The live feed's in-memory snapshot of every latest value (set by ``install``):
+        #: pages read values from it instead of the database.
+        self.feed: LiveFeed | None = None
+        self._scores: tuple[float, dict[str, TrustScore]] | None = None
+        self._series: dict[tuple[str, float, str], tuple[float, dict[str, object]]] = {}
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -131,7 +141,7 @@ class ParkGuide:
         names = stop.devices if devices is None else tuple(devices)
         if not names:
             return best
-        for value in self.platform.twin.latest_all(names):
+        for value in self._latest(names):
             shown = self.shown(value, stop)
             if shown is None:
                 continue
@@ -139,6 +149,79 @@ class ParkGuide:
             if current is None or shown.timestamp > current.timestamp:
                 best[shown.measurement] = shown
         return best
+
+    def _latest(self, devices: tuple[str, ...]) -> list[ResourceValue]:
+        feed = self.feed
+        if feed is None or not feed.running:
+            return self.platform.twin.latest_all(devices)
+        wanted = set(devices)
+        return [v for v in list(feed.values.values()) if v.provider in wanted]
+
+    def trust(self, device: str) -> TrustScore:
+        """The device's trust score, from a snapshot of all scores at most 10 s old (a
+        citizen's own rating refreshes it at once: see :meth:`rate`)."""
+        now = time.monotonic()
+        if self._scores is None or now - self._scores[0] > _SCORES_TTL_S:
+            self._scores = (now, self.store.trust_scores())
+        score = self._scores[1].get(device)
+        if score is None:
+            return TrustScore(device, PRIOR_SCORE, 0, None, dict.fromkeys(FLAGS, 0))
+        return score
+
+    def trust_scores(self) -> dict[str, TrustScore]:
+        return {d: self.trust(d) for d in self.park.devices()}
+
+    def rate(self, user_id: str, shown: ShownValue, stars: int, flags: list[str],
+             comment: str) -> None:  # fmt: skip
+        self.store.rate(user_id, shown.provider, shown.service, shown.resource,
+                        shown.seq if shown.seq is not None else -1, stars, flags, comment)
+        self._scores = None
+
+    def series(self, measurement: str, hours: float, lang: str) -> dict[str, object]:
+        """Chart data of one measurement over the last ``hours``, one line per device that
+        measures it, built at most once every 5 s per (measurement, period, language)."""
+        key = (measurement, hours, lang)
+        now = time.monotonic()
+        cached = self._series.get(key)
+        if cached is not None and now - cached[0] < _SERIES_TTL_S:
+            return cached[1]
+        service, resource, unit = MEASUREMENTS[measurement]
+        since = time.time() - hours * 3600
+        lines = []
+        for stop in self.park.stops:
+            for device in stop.devices:
+                if not self.measures(device, service, resource):
+                    continue
+                values = self.platform.twin.history(device, service, resource, since=since,
+                                                    limit=10_000)  # fmt: skip
+                if values:
+                    lines.append({"name": f"{stop.number}. {stop.text('name', lang)}",
+                                  "points": [[v.timestamp, v.value] for v in values]})
+        limits = [t.value for t in self.store.thresholds() if t.measurement == measurement]
+        body: dict[str, object] = {"unit": unit, "series": lines,
+                                   "threshold": limits[0] if limits else None}  # fmt: skip
+        if len(self._series) > 100:
+            self._series.clear()
+        self._series[key] = (now, body)
+        return body
+
+    def measures(self, device: str, service: str, resource: str) -> bool:
+        """Whether ``device``'s kind has this resource (unknown devices: no)."""
+        kind = self._kinds().get(device)
+        if kind is None:  # a device registered since: look again
+            self._kind_cache = {}
+            kind = self._kinds().get(device)
+        if kind is None:
+            return False
+        try:
+            return get_kind(kind).spec(service, resource) is not None
+        except UnknownKind:
+            return False
+
+    def _kinds(self) -> dict[str, str]:
+        if not self.__dict__.get("_kind_cache"):
+            self._kind_cache = {p.name: p.kind for p in self.platform.twin.providers()}
+        return self._kind_cache
 
     def observations(self, changes: Iterable[ResourceValue]) -> list[Observation]:
         out = []
@@ -235,6 +318,7 @@ class ParkGuide:
         self.platform.principals.revoke_all(principal.id)
         self.platform.principals.disable_user(name)
         ui.sessions.delete_for(principal.id)
+        ui.forget(principal.id)
 
     def export_account(self, principal: Principal) -> dict[str, object]:
         """Everything the guide and the platform hold about this citizen (portability)."""
@@ -271,8 +355,9 @@ class ParkGuide:
     def device_health(self, now: float | None = None) -> list[dict[str, object]]:
         now = time.time() if now is None else now
         out = []
+        known = {p.name: p for p in self.platform.twin.providers()}  # one query
         for name in self.park.devices():
-            info = self.platform.twin.provider(name)
+            info = known.get(name)
             stop = self.park.stop_of_device(name)
             last = info.last_seen if info is not None else None
             out.append({

@@ -106,7 +106,7 @@ def add_park_pages(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) ->
                 guide.store.join(viewer.principal.id, language=viewer.lang)
                 earned = guide.store.record_visit(viewer.principal.id, stop.number)
         cards = {m: value_card(viewer, m, values.get(m)) for m in _ORDER}
-        scores = {d: guide.store.trust_score(d) for d in stop.devices}
+        scores = {d: guide.trust(d) for d in stop.devices}
         return ui.render(
             request, viewer, "park/stop.html", title=stop.text("name", viewer.lang),
             stop=stop, cards=cards, order=_ORDER, earned=earned, citizen=citizen(viewer),
@@ -162,9 +162,8 @@ def add_park_pages(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) ->
         try:
             stars = int(stars_text) if stars_text.isdigit() and len(stars_text) == 1 else 0
             await run_in_threadpool(
-                guide.store.rate, viewer.principal.id, shown.provider, shown.service,
-                shown.resource, shown.seq, stars, [str(f) for f in form.getlist("flags")],
-                str(form.get("comment") or ""),
+                guide.rate, viewer.principal.id, shown, stars,
+                [str(f) for f in form.getlist("flags")], str(form.get("comment") or ""),
             )  # fmt: skip
         except InvalidRating as exc:
             # The form cannot produce these (stars 1-5, known flags, maxlength): a crafted
