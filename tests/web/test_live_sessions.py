@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from msec.core.models import ResourceValue
 from msec.twin import make_engine
-from msec.web.live import LiveFeed, sse_event, sse_stream
+from msec.web.live import LiveFeed, TooManyStreams, sse_event, sse_stream
 from msec.web.sessions import CsrfTokens, LoginEmails, SqlSessions, normalise_email
 
 
@@ -94,3 +96,26 @@ def test_login_emails_are_kept_as_keyed_hashes(tmp_path: Path) -> None:
     assert normalise_email(" Ana@Example.ORG ") == "ana@example.org"
     for bad in ("ana", "ana@", "@x.org", "a b@x.org", "a@x", "<a>@x.org", "a@b@c.org"):
         assert normalise_email(bad) is None, bad
+
+
+def test_feed_caps_open_streams_per_address_and_in_all() -> None:
+    feed = LiveFeed(lambda: [], max_streams=3, max_per_source=2)
+
+    async def run() -> None:
+        a1, a2 = feed.subscribe("10.0.0.1"), feed.subscribe("10.0.0.1")
+        with pytest.raises(TooManyStreams):
+            feed.subscribe("10.0.0.1")
+        b1 = feed.subscribe("10.0.0.2")
+        with pytest.raises(TooManyStreams):
+            feed.subscribe("10.0.0.3")  # 3 in all
+        feed.unsubscribe(a1)
+        feed.unsubscribe(a1)  # twice: counted once
+        a3 = feed.subscribe("10.0.0.1")
+        for sub in (a2, a3, b1):
+            feed.unsubscribe(sub)
+        assert feed.subscribers == 0
+
+    try:
+        asyncio.run(run())
+    finally:
+        feed.stop()

@@ -456,3 +456,10 @@ def test_csv_cells_never_start_a_formula() -> None:
 
     assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
     assert _cell("@SUM") == "'@SUM" and _cell("lake") == "lake"
+
+
+def test_live_streams_past_the_cap_are_refused(site: Site) -> None:
+    site.feed.max_per_source = 0
+    response = site.client.get("/park/stops/1/live")
+    assert response.status_code == 429
+    assert site.platform.events.counts().get("rate_limited", 0) == 1

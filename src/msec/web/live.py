@@ -23,7 +23,7 @@ from typing import Final
 
 from msec.core.models import ResourceValue
 
-__all__ = ["LiveFeed", "Subscription", "sse_event", "sse_stream"]
+__all__ = ["LiveFeed", "Subscription", "TooManyStreams", "sse_event", "sse_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,30 @@ class Subscription:
     )
     #: Set when batches were dropped: the page should reload everything it shows.
     behind: bool = False
+    #: The client address holding it (for the per-address cap).
+    source: str = ""
+
+
+class TooManyStreams(Exception):
+    """A new live stream would pass the feed's caps (answered 429)."""
 
 
 class LiveFeed:
     """Polls ``snapshot`` every ``interval`` seconds in a daemon thread once started."""
 
     def __init__(
-        self, snapshot: Callable[[], Sequence[ResourceValue]], *, interval: float = 0.5
+        self,
+        snapshot: Callable[[], Sequence[ResourceValue]],
+        *,
+        interval: float = 0.5,
+        max_streams: int = 2000,
+        max_per_source: int = 20,
     ) -> None:
         self._snapshot = snapshot
         self.interval = interval
+        self.max_streams = max_streams
+        self.max_per_source = max_per_source
+        self._per_source: dict[str, int] = {}
         self._seen: dict[Key, tuple[float | None, int | None]] = {}
         self.values: dict[Key, ResourceValue] = {}
         self._listeners: list[Listener] = []
@@ -127,17 +141,34 @@ class LiveFeed:
         with contextlib.suppress(RuntimeError):  # the page's loop is closed: it went away
             sub.loop.call_soon_threadsafe(put)
 
-    def subscribe(self) -> Subscription:
-        """A subscription for the running event loop (call from async code)."""
+    def subscribe(self, source: str = "") -> Subscription:
+        """A subscription for the running event loop (call from async code).
+
+        Raises :class:`TooManyStreams` past ``max_streams`` open streams in all, or
+        ``max_per_source`` from one client address: an open stream costs the server a little
+        for as long as it is open, so nobody may hold thousands."""
         self.start()
-        sub = Subscription(asyncio.get_running_loop())
         with self._lock:
+            if len(self._subscriptions) >= self.max_streams:
+                raise TooManyStreams("too many live streams are open")
+            if source and self._per_source.get(source, 0) >= self.max_per_source:
+                raise TooManyStreams(f"too many live streams from {source}")
+            sub = Subscription(asyncio.get_running_loop(), source=source)
             self._subscriptions.add(sub)
+            if source:
+                self._per_source[source] = self._per_source.get(source, 0) + 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            self._subscriptions.discard(sub)
+            if sub in self._subscriptions:
+                self._subscriptions.discard(sub)
+                if sub.source:
+                    left = self._per_source.get(sub.source, 1) - 1
+                    if left > 0:
+                        self._per_source[sub.source] = left
+                    else:
+                        self._per_source.pop(sub.source, None)
 
     @property
     def running(self) -> bool:
@@ -165,9 +196,12 @@ async def sse_stream(
     *,
     initial: list[str] | None = None,
     is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+    sub: Subscription | None = None,
 ) -> AsyncIterator[str]:
-    """Events for one page: ``initial`` first, then ``render(changes)`` for each batch."""
-    sub = feed.subscribe()
+    """Events for one page: ``initial`` first, then ``render(changes)`` for each batch
+    (on ``sub``, taken with :meth:`LiveFeed.subscribe` beforehand to refuse early, or a new
+    subscription)."""
+    sub = sub if sub is not None else feed.subscribe()
     try:
         yield "retry: 2000\n\n"
         for event in initial or []:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
 import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -31,8 +31,10 @@ from msec import __version__
 from msec.access.model import ANONYMOUS, Principal, Verb
 from msec.access.principals import SqlPrincipals
 from msec.access.service import AccessService
+from msec.core.models import ResourceValue
 from msec.guard.base import EventLog
 from msec.web.i18n import LANGUAGE_NAMES, LANGUAGES, Catalogs, Translator, negotiate
+from msec.web.live import LiveFeed, TooManyStreams, sse_stream
 from msec.web.sessions import CsrfTokens, LoginEmails, Session, SqlSessions
 
 __all__ = ["NavItem", "StaffRoles", "Viewer", "ViewerDep", "WebUi"]
@@ -291,6 +293,26 @@ class WebUi:
             return self.secure_cookies == "always"
         proto = request.headers.get("x-forwarded-proto", request.url.scheme)
         return proto.split(",")[0].strip() == "https"
+
+    def live(
+        self,
+        request: Request,
+        viewer: Viewer,
+        feed: LiveFeed,
+        render: Callable[[list[ResourceValue]], Awaitable[list[str]]],
+    ) -> Response:
+        """A page's server-sent-event stream of ``render(changes)``; 429 (and a
+        ``rate_limited`` security event) past the feed's caps on open streams."""
+        source = request.client.host if request.client else ""
+        try:
+            sub = feed.subscribe(source)
+        except TooManyStreams as exc:
+            self.events.warn("rate_limited", f"{request.url.path}: {exc}", source=source)
+            raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from None
+        stream = sse_stream(feed, render, is_disconnected=request.is_disconnected, sub=sub)
+        response = StreamingResponse(stream, media_type="text/event-stream")
+        response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
+        return self.finish(request, viewer, response)
 
     def landing(self, viewer: Viewer) -> str:
         """Where ``viewer`` goes after login."""

@@ -20,7 +20,7 @@ from msec.apps.park_guide.guide import ParkGuide
 from msec.apps.park_guide.park import MEASUREMENTS
 from msec.apps.park_guide.store import InvalidThreshold
 from msec.core.models import ResourceValue
-from msec.web.live import LiveFeed, sse_event, sse_stream
+from msec.web.live import LiveFeed, sse_event
 from msec.web.proof_pages import proof_path
 from msec.web.ui import StaffRoles, Viewer, ViewerDep, WebUi
 
@@ -74,10 +74,7 @@ def add_dashboard(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) -> 
             n = await run_in_threadpool(notices, viewer)
             return [sse_event("areas", a), sse_event("notices", n)]
 
-        stream = sse_stream(feed, render, is_disconnected=request.is_disconnected)
-        response = StreamingResponse(stream, media_type="text/event-stream")
-        response.headers["X-Accel-Buffering"] = "no"
-        return ui.finish(request, viewer, response)
+        return ui.live(request, viewer, feed, render)
 
     @app.get("/dashboard/park/series.json", include_in_schema=False)
     def series(request: Request, viewer: ViewerDep, measurement: str = "co2",

@@ -13,7 +13,7 @@ from typing import Any
 
 import segno
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from msec.access.model import Verb
@@ -21,7 +21,7 @@ from msec.apps.park_guide.guide import CITIZEN_ROLE, ParkGuide, RegistrationErro
 from msec.apps.park_guide.park import MEASUREMENTS, Stop
 from msec.apps.park_guide.store import FLAGS, InvalidRating, UnknownParticipant
 from msec.core.models import ResourceValue
-from msec.web.live import LiveFeed, sse_event, sse_stream
+from msec.web.live import LiveFeed, sse_event
 from msec.web.proof_pages import proof_path
 from msec.web.ui import Viewer, ViewerDep, WebUi
 
@@ -136,10 +136,7 @@ def add_park_pages(app: FastAPI, ui: WebUi, guide: ParkGuide, feed: LiveFeed) ->
                     events.append(sse_event(m, value_card(viewer, m, values.get(m))))
             return events
 
-        stream = sse_stream(feed, render, is_disconnected=request.is_disconnected)
-        response = StreamingResponse(stream, media_type="text/event-stream")
-        response.headers["X-Accel-Buffering"] = "no"
-        return ui.finish(request, viewer, response)
+        return ui.live(request, viewer, feed, render)
 
     @app.post("/park/stops/{number}/rate", include_in_schema=False)
     async def rate(request: Request, number: str, viewer: ViewerDep) -> Response:
