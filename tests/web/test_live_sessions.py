@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -11,6 +14,15 @@ from msec.core.models import ResourceValue
 from msec.twin import make_engine
 from msec.web.live import LiveFeed, TooManyStreams, sse_event, sse_stream
 from msec.web.sessions import CsrfTokens, LoginEmails, SqlSessions, normalise_email
+
+T = TypeVar("T")
+
+
+def run_alone(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())`` in a thread of its own: the browser tests' Playwright keeps an
+    event loop running in the main thread for the whole session."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(main())).result(timeout=60)
 
 
 def _value(provider: str, value: float, seq: int) -> ResourceValue:
@@ -46,7 +58,7 @@ def test_stream_delivers_batches_to_a_subscriber() -> None:
         return out
 
     try:
-        events = asyncio.run(run())
+        events = run_alone(run)
     finally:
         feed.stop()
     assert events[0].startswith("retry:")
@@ -116,6 +128,6 @@ def test_feed_caps_open_streams_per_address_and_in_all() -> None:
         assert feed.subscribers == 0
 
     try:
-        asyncio.run(run())
+        run_alone(run)
     finally:
         feed.stop()
