@@ -1,0 +1,467 @@
+"""The alarm engine of Connected Care: sensor events in, alarms out, nothing missed.
+
+The engine keeps a small state per home (when motion was last seen, whether the bed is
+occupied and since when, when the front door last opened, since when the plug has drawn
+power, when each device last reported, its battery) and evaluates the alarm conditions of
+:class:`~msec.apps.care.model.AlarmKind`:
+
+* on every event, the conditions an event can make true at once (night door, low battery,
+  and any absence condition that became true because something else changed);
+* at the moment an absence or duration condition comes due (a timer per home and rule: "3 h
+  after the last motion", "30 min after the bed emptied at night", "10:00 in the morning",
+  "30 min after the device last reported"): :meth:`CareEngine.tick` fires every timer due by
+  the clock it is given, evaluating the condition *at the due time*.
+
+Timers are derived from the state (never stored apart from it), so :meth:`snapshot` and
+:meth:`restore` are all a restart needs: after a restart every condition that came due while
+the engine was down fires at once, and one that fired before is not raised twice because
+every alarm carries an **episode** (what started it: the last motion's time, the night, the
+device's last report) and the alarm store keeps one alarm per (home, kind, episode) and one
+active alarm per (home, kind).
+
+The conditions, with the person's settings (:class:`CareSettings`, night 23:00-07:00 local):
+
+``inactivity``
+    in daytime, no motion for ``inactivity_s`` (3 h) while the person is at home (not
+    *away*: the door opened after the last motion and there was no motion for
+    ``away_after_s`` since), not in bed, and the motion sensor reporting. The 3 h count from
+    the last sign of someone: motion, the door opening (someone coming home), or the motion
+    sensor coming back after a silence (what it did not see says nothing).
+``no_morning_activity``
+    at ``morning_end`` (10:00), no motion since ``morning_start`` (07:00) that day, not away,
+    motion sensor reporting.
+``out_of_bed``
+    at night, the bed empty for ``out_of_bed_s`` (30 min) counted from the later of when it
+    emptied and when the night began, bed sensor reporting.
+``night_door``
+    at night, the front door opens while the bed is empty (bed sensor reporting).
+``appliance_on``
+    the plug draws more than ``appliance_w`` for ``appliance_s`` (4 h), plug reporting.
+``device_offline``
+    a device sent nothing for ``offline_s`` (30 min).
+``low_battery``
+    a device reports a battery below ``low_battery_pct``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from msec.apps.care.model import AlarmKind, CareSettings, SensorEvent
+
+__all__ = ["AlarmSink", "CareEngine", "HomeState", "Raised"]
+
+log = logging.getLogger(__name__)
+
+
+class AlarmSink(Protocol):
+    """Where the engine raises alarms (``SqlAlarms`` in production). Returns something true
+    when a new alarm was stored, false when the (home, kind) already has an active one or
+    this episode was raised before."""
+
+    def raise_alarm(
+        self, home: str, kind: AlarmKind, episode: str, *, at: float, detail: dict[str, Any],
+        trigger: str | None = None,
+    ) -> object: ...  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """One alarm the engine raised (what the sink accepted)."""
+
+    home: str
+    kind: AlarmKind
+    episode: str
+    at: float
+    trigger: str | None
+
+
+@dataclass
+class HomeState:
+    """What the engine knows of one home (JSON-serialisable through :meth:`to_dict`)."""
+
+    last_motion: float | None = None
+    motion_online_since: float | None = None
+    last_door_open: float | None = None
+    bed_occupied: bool | None = None
+    bed_changed: float | None = None
+    power_high_since: float | None = None
+    battery_low_since: dict[str, float] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    #: The local date (ISO) whose morning check is scheduled or done.
+    morning_for: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HomeState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# Timer rules (what a due timer evaluates).
+_INACTIVITY, _MORNING, _OUT_OF_BED, _APPLIANCE, _OFFLINE = range(5)
+
+
+class CareEngine:
+    """Evaluates the alarm conditions of many homes. Thread-safe (one lock)."""
+
+    def __init__(self, sink: AlarmSink, settings: CareSettings | None = None) -> None:
+        self.sink = sink
+        self.settings = settings or CareSettings()
+        self.homes: dict[str, HomeState] = {}
+        self._own: dict[str, CareSettings] = {}
+        self._zones: dict[str, ZoneInfo] = {}
+        self._timers: list[tuple[float, int, str, int, str]] = []
+        self._order = itertools.count()
+        self._lock = threading.RLock()
+        self.raised: list[Raised] = []  # what this engine raised (tests, benchmark)
+        self.keep_raised = False
+        self.listeners: list[Callable[[Raised], None]] = []
+        self.now = 0.0
+
+    # -- settings --------------------------------------------------------------------------------
+
+    def configure(self, home: str, **overrides: Any) -> CareSettings:
+        """The person's own settings (any :class:`CareSettings` field) over the generic ones;
+        timers are re-armed with them."""
+        with self._lock:
+            own = dataclasses.replace(self.settings, **overrides)
+            _check_settings(own)
+            self._own[home] = own
+            state = self.homes.get(home)
+            if state is not None:
+                self._arm_all(home, state)
+            return own
+
+    def settings_of(self, home: str) -> CareSettings:
+        return self._own.get(home, self.settings)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def observe(self, event: SensorEvent) -> None:
+        """Take one reading into account (after :meth:`tick` up to its time, for determinism
+        the caller ticks first; the engine also ticks itself up to the event's time)."""
+        with self._lock:
+            self._tick(event.t)
+            home, role, t = event.home, event.role, event.t
+            state = self.homes.get(home)
+            if state is None:
+                state = self.homes[home] = HomeState()
+            s = self.settings_of(home)
+            if event.seq <= state.last_seq.get(f"{role}/{event.service}/{event.resource}", -1):
+                return  # a duplicate delivery (QoS 1) or an old reading: nothing new
+            state.last_seq[f"{role}/{event.service}/{event.resource}"] = event.seq
+            was_seen = state.last_seen.get(role)
+            if was_seen is None or t > was_seen:
+                # A device back after a silence: its earlier absence of events meant nothing.
+                if role == "motion" and (was_seen is None or t - was_seen >= s.offline_s):
+                    state.motion_online_since = t
+                state.last_seen[role] = t
+                self._push(t + s.offline_s, home, _OFFLINE, role)
+            trigger = f"{event.device}/{event.seq}"
+            key = (event.service, event.resource)
+            if key == ("health", "battery"):
+                self._battery(home, state, s, role, float(event.value), t, trigger)
+            elif key == ("motion", "detected"):
+                if bool(event.value) and (state.last_motion is None or t >= state.last_motion):
+                    state.last_motion = t
+                    self._push(t + s.inactivity_s, home, _INACTIVITY, "")
+            elif key == ("contact", "open"):
+                if bool(event.value):
+                    state.last_door_open = max(t, state.last_door_open or t)
+                    # Someone opened it: the inactivity clock starts again from here.
+                    self._push(t + s.inactivity_s, home, _INACTIVITY, "")
+                    self._night_door(home, state, s, t, trigger)
+            elif key == ("bed", "occupied"):
+                occupied = bool(event.value)
+                if occupied != state.bed_occupied:
+                    state.bed_occupied = occupied
+                    state.bed_changed = t
+                    if not occupied:
+                        self._arm_out_of_bed(home, state, s, t)
+            elif key == ("plug", "power"):
+                if float(event.value) > s.appliance_w:
+                    if state.power_high_since is None:
+                        state.power_high_since = t
+                        self._push(t + s.appliance_s, home, _APPLIANCE, "")
+                else:
+                    state.power_high_since = None
+            self._arm_morning(home, state, s, t)
+            # Something that suppressed a condition may have changed (bed emptied, sensor
+            # back): look at the absence conditions again now.
+            self._check(home, _INACTIVITY, "", t)
+            self._check(home, _OUT_OF_BED, "", t)
+            self._check(home, _APPLIANCE, "", t)
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due by ``now``, each evaluated at its own due time."""
+        with self._lock:
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, home, rule, arg = heapq.heappop(timers)
+            self.now = max(self.now, due)
+            self._check(home, rule, arg, due)
+        self.now = max(self.now, now)
+
+    def _push(self, due: float, home: str, rule: int, arg: str) -> None:
+        heapq.heappush(self._timers, (due, next(self._order), home, rule, arg))
+
+    # -- conditions ------------------------------------------------------------------------------
+
+    def _check(self, home: str, rule: int, arg: str, at: float) -> None:
+        state = self.homes.get(home)
+        if state is None:
+            return
+        s = self.settings_of(home)
+        if rule == _INACTIVITY:
+            self._inactivity(home, state, s, at)
+        elif rule == _MORNING:
+            self._morning(home, state, s, at, arg)
+        elif rule == _OUT_OF_BED:
+            self._out_of_bed(home, state, s, at)
+        elif rule == _APPLIANCE:
+            since = state.power_high_since
+            due = since is not None and at - since >= s.appliance_s
+            if due and self._online(state, s, "plug", at):
+                self._raise(home, AlarmKind.APPLIANCE_ON, f"{since:.3f}", at,
+                            {"since": since, "watts_above": s.appliance_w})  # fmt: skip
+        elif rule == _OFFLINE:
+            seen = state.last_seen.get(arg)
+            if seen is not None and at - seen >= s.offline_s:
+                self._raise(home, AlarmKind.DEVICE_OFFLINE, f"{arg}:{seen:.3f}", at,
+                            {"device": arg, "last_seen": seen})  # fmt: skip
+
+    def _online(self, state: HomeState, s: CareSettings, role: str, at: float) -> bool:
+        seen = state.last_seen.get(role)
+        return seen is not None and at - seen < s.offline_s
+
+    def _away(self, state: HomeState, s: CareSettings, at: float) -> bool:
+        door = state.last_door_open
+        if door is None or (state.last_motion is not None and state.last_motion >= door):
+            return False
+        return at - door >= s.away_after_s
+
+    def _inactivity(self, home: str, state: HomeState, s: CareSettings, at: float) -> None:
+        # Counted from the last sign of someone: motion, the door, or the sensor's return.
+        baseline = _latest(state.last_motion, state.motion_online_since, state.last_door_open)
+        if baseline is None or at - baseline < s.inactivity_s:
+            return
+        if (
+            self._night(s, at)
+            or state.bed_occupied is not False
+            or self._away(state, s, at)
+            or not self._online(state, s, "motion", at)
+        ):
+            return
+        self._raise(home, AlarmKind.INACTIVITY, f"{baseline:.3f}", at,
+                    {"last_motion": state.last_motion, "hours": s.inactivity_s / 3600})  # fmt: skip
+
+    def _arm_morning(self, home: str, state: HomeState, s: CareSettings, t: float) -> None:
+        """Schedule the next morning check (today's if not past, else tomorrow's)."""
+        zone = self._zone(s)
+        local = datetime.fromtimestamp(t, zone)
+        day = local.date()
+        end = _at(day, s.morning_end, zone)
+        if t >= end:
+            day = day + timedelta(days=1)
+            end = _at(day, s.morning_end, zone)
+        if state.morning_for != day.isoformat():
+            state.morning_for = day.isoformat()
+            self._push(end, home, _MORNING, day.isoformat())
+
+    def _morning(self, home: str, state: HomeState, s: CareSettings, at: float, day: str) -> None:
+        zone = self._zone(s)
+        start = _at(datetime.fromisoformat(day).date(), s.morning_start, zone)
+        moved = state.last_motion is not None and state.last_motion >= start
+        if not moved and not self._away(state, s, at) and self._online(state, s, "motion", at):
+            if (state.motion_online_since or 0) <= start:  # reporting the whole morning
+                self._raise(home, AlarmKind.NO_MORNING_ACTIVITY, day, at,
+                            {"since": start, "last_motion": state.last_motion})  # fmt: skip
+        self._arm_morning(home, state, s, at + 1)
+
+    def _arm_out_of_bed(self, home: str, state: HomeState, s: CareSettings, t: float) -> None:
+        start = self._night_start(s, t)
+        if start is None:  # daytime: the coming night's start
+            start = self._next_night_start(s, t)
+        self._push(max(t, start) + s.out_of_bed_s, home, _OUT_OF_BED, "")
+
+    def _out_of_bed(self, home: str, state: HomeState, s: CareSettings, at: float) -> None:
+        if state.bed_occupied is not False or state.bed_changed is None:
+            return
+        night = self._night_start(s, at)
+        if night is None:
+            if state.bed_changed is not None:  # still empty: look again next night
+                self._push(self._next_night_start(s, at) + s.out_of_bed_s, home,
+                           _OUT_OF_BED, "")  # fmt: skip
+            return
+        since = max(state.bed_changed, night)
+        if at - since >= s.out_of_bed_s and self._online(state, s, "bed", at):
+            self._raise(home, AlarmKind.OUT_OF_BED, f"{since:.3f}", at,
+                        {"empty_since": state.bed_changed, "night_from": night})  # fmt: skip
+
+    def _night_door(self, home: str, state: HomeState, s: CareSettings, t: float,
+                    trigger: str) -> None:  # fmt: skip
+        if self._night_start(s, t) is None or state.bed_occupied is not False:
+            return
+        if not self._online(state, s, "bed", t):
+            return
+        episode = f"{state.bed_changed:.3f}" if state.bed_changed is not None else f"{t:.3f}"
+        self._raise(home, AlarmKind.NIGHT_DOOR, episode, t,
+                    {"door_opened": t, "bed_empty_since": state.bed_changed}, trigger)  # fmt: skip
+
+    def _battery(self, home: str, state: HomeState, s: CareSettings, role: str, level: float,
+                 t: float, trigger: str) -> None:  # fmt: skip
+        if level >= s.low_battery_pct:
+            state.battery_low_since.pop(role, None)
+            return
+        since = state.battery_low_since.setdefault(role, t)
+        self._raise(home, AlarmKind.LOW_BATTERY, f"{role}:{since:.3f}", t,
+                    {"device": role, "battery": level}, trigger)  # fmt: skip
+
+    def _raise(self, home: str, kind: AlarmKind, episode: str, at: float, detail: dict[str, Any],
+               trigger: str | None = None) -> None:  # fmt: skip
+        try:
+            stored = self.sink.raise_alarm(home, kind, episode, at=at, detail=detail,
+                                           trigger=trigger)  # fmt: skip
+        except Exception:  # the store may be away for a moment: the next check retries
+            log.exception("raising %s for %s failed", kind, home)
+            self._push(at + 5.0, home, _RULE_OF.get(kind, _INACTIVITY), "")
+            return
+        if stored:
+            raised = Raised(home, kind, episode, at, trigger)
+            if self.keep_raised:
+                self.raised.append(raised)
+            for listener in self.listeners:
+                listener(raised)
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def _zone(self, s: CareSettings) -> ZoneInfo:
+        zone = self._zones.get(s.timezone)
+        if zone is None:
+            zone = self._zones[s.timezone] = ZoneInfo(s.timezone)
+        return zone
+
+    def _night(self, s: CareSettings, t: float) -> bool:
+        return self._night_start(s, t) is not None
+
+    def _night_start(self, s: CareSettings, t: float) -> float | None:
+        """When the night containing ``t`` began; ``None`` in daytime."""
+        zone = self._zone(s)
+        local = datetime.fromtimestamp(t, zone)
+        start, end = _hm(s.night_start), _hm(s.night_end)
+        now = local.time()
+        day = local.date()
+        if start > end:  # across midnight (23:00-07:00)
+            if now >= start:
+                return _at(day, s.night_start, zone)
+            if now < end:
+                return _at(day - timedelta(days=1), s.night_start, zone)
+            return None
+        if start <= now < end:
+            return _at(day, s.night_start, zone)
+        return None
+
+    def _next_night_start(self, s: CareSettings, t: float) -> float:
+        zone = self._zone(s)
+        day = datetime.fromtimestamp(t, zone).date()
+        for offset in range(3):
+            start = _at(day + timedelta(days=offset), s.night_start, zone)
+            if start > t:
+                return start
+        raise AssertionError("no night start within three days")
+
+    # -- restart -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a restart needs (timers follow from it)."""
+        with self._lock:
+            return {
+                "now": self.now,
+                "homes": {h: st.to_dict() for h, st in self.homes.items()},
+                "own": {h: dataclasses.asdict(s) for h, s in self._own.items()},
+            }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot` and re-arm every timer from the state."""
+        with self._lock:
+            self.now = float(data.get("now", 0.0))
+            self._own = {h: CareSettings(**s) for h, s in data.get("own", {}).items()}
+            self.homes = {h: HomeState.from_dict(st) for h, st in data.get("homes", {}).items()}
+            self._timers = []
+            for home, state in self.homes.items():
+                self._arm_all(home, state)
+
+    def _arm_all(self, home: str, state: HomeState) -> None:
+        s = self.settings_of(home)
+        baseline = _latest(state.last_motion, state.motion_online_since, state.last_door_open)
+        if baseline is not None:
+            self._push(baseline + s.inactivity_s, home, _INACTIVITY, "")
+        if state.bed_occupied is False and state.bed_changed is not None:
+            self._arm_out_of_bed(home, state, s, max(state.bed_changed, self.now - s.out_of_bed_s))
+        if state.power_high_since is not None:
+            self._push(state.power_high_since + s.appliance_s, home, _APPLIANCE, "")
+        for role, seen in state.last_seen.items():
+            self._push(seen + s.offline_s, home, _OFFLINE, role)
+        if state.morning_for is not None:
+            day = datetime.fromisoformat(state.morning_for).date()
+            self._push(_at(day, s.morning_end, self._zone(s)), home, _MORNING, state.morning_for)
+
+    def pending_timers(self) -> int:
+        return len(self._timers)
+
+    def homes_seen(self) -> Iterable[str]:
+        return self.homes.keys()
+
+
+_RULE_OF = {
+    AlarmKind.INACTIVITY: _INACTIVITY,
+    AlarmKind.OUT_OF_BED: _OUT_OF_BED,
+    AlarmKind.APPLIANCE_ON: _APPLIANCE,
+}
+
+
+def _latest(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _hm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _at(day: Any, hm: str, zone: ZoneInfo) -> float:
+    """The Unix time of local ``hm`` on ``day`` in ``zone``."""
+    return datetime.combine(day, _hm(hm), zone).timestamp()
+
+
+def _check_settings(s: CareSettings) -> None:
+    for name in ("night_start", "night_end", "morning_start", "morning_end"):
+        value = getattr(s, name)
+        try:
+            _hm(value)
+        except (ValueError, AttributeError):
+            raise ValueError(f"{name} must be a local time HH:MM, not {value!r}") from None
+    for f in dataclasses.fields(s):
+        value = getattr(s, f.name)
+        if f.name.endswith(("_s", "_pct", "_w")) and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        ):
+            raise ValueError(f"{f.name} must be a positive number, not {value!r}")
+    ZoneInfo(s.timezone)

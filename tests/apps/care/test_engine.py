@@ -1,0 +1,317 @@
+"""The alarm engine, one condition at a time, in simulated time (Europe/Madrid)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from msec.apps.care.engine import CareEngine
+from msec.apps.care.model import AlarmKind, SensorEvent
+
+MADRID = ZoneInfo("Europe/Madrid")
+HOME = "home-0001"
+ROLE = {"motion": ("motion", "detected"), "door": ("contact", "open"),
+        "bed": ("bed", "occupied"), "plug": ("plug", "power"), "gw": ("gateway", "uptime")}
+
+
+def at(text: str) -> float:
+    """Local Madrid time ``YYYY-MM-DD HH:MM`` as Unix seconds."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=MADRID).timestamp()
+
+
+class Sink:
+    """The alarm store's two rules: one active per (home, kind), one per episode."""
+
+    def __init__(self) -> None:
+        self.alarms: list[dict[str, Any]] = []
+        self.episodes: set[tuple[str, str, str]] = set()
+
+    def raise_alarm(self, home: str, kind: AlarmKind, episode: str, *, at: float,
+                    detail: dict[str, Any], trigger: str | None = None) -> bool:  # fmt: skip
+        if (home, kind, episode) in self.episodes:
+            return False
+        if any(a["home"] == home and a["kind"] == kind and not a["resolved"]
+               for a in self.alarms):  # fmt: skip
+            return False
+        self.episodes.add((home, kind, episode))
+        self.alarms.append({"home": home, "kind": kind, "episode": episode, "at": at,
+                            "detail": detail, "trigger": trigger, "resolved": False})
+        return True
+
+    def kinds(self) -> list[AlarmKind]:
+        return [a["kind"] for a in self.alarms]
+
+    def resolve_all(self) -> None:
+        for a in self.alarms:
+            a["resolved"] = True
+
+
+class Home:
+    """Feeds one home's events in time order, with heartbeats of every device."""
+
+    def __init__(self, engine: CareEngine, home: str = HOME) -> None:
+        self.engine, self.home, self.seq = engine, home, 0
+        self.state: dict[str, Any] = {"motion": False, "door": False, "bed": False,
+                                      "plug": 0.0, "gw": 0}  # fmt: skip
+        self.silent: set[str] = set()
+        self.t = 0.0
+        #: Whether the person moves about (a motion event with every heartbeat).
+        self.moving = False
+
+    def send(
+        self, role: str, value: Any, t: float, resource: tuple[str, str] | None = None
+    ) -> None:
+        self.seq += 1
+        service, res = resource or ROLE[role]
+        self.engine.observe(SensorEvent(self.home, role, f"{self.home}-{role}", service, res,
+                                        value, t, self.seq))  # fmt: skip
+        if resource is None:
+            # A PIR's "detected" ends after its hold time: heartbeats report no motion.
+            self.state[role] = False if role == "motion" else value
+
+    def report(self, role: str, resource: tuple[str, str], value: Any, t: float) -> None:
+        """Heartbeats up to ``t``, then one reading of another resource (battery, ...)."""
+        self.advance(t)
+        self.send(role, value, t, resource)
+
+    def set(self, role: str, value: Any, t: float) -> None:
+        self.advance(t)
+        self.send(role, value, t)
+
+    def advance(self, until: float, step: float = 540.0) -> None:
+        """Heartbeats of every device (not silent ones) every ``step`` s up to ``until``."""
+        t = self.t
+        while t + step <= until:
+            t += step
+            for role, value in self.state.items():
+                if role not in self.silent:
+                    moves = role == "motion" and self.moving
+                    self.send(role, True if moves else value, t)
+        self.t = max(self.t, until)
+        self.engine.tick(until)
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def engine(sink: Sink) -> CareEngine:
+    return CareEngine(sink)
+
+
+def start_day(home: Home, day: str = "2026-03-02") -> None:
+    """In bed overnight, up at 07:30 with motion."""
+    home.t = at(f"{day} 06:00")
+    home.set("bed", True, at(f"{day} 06:00"))
+    home.set("bed", False, at(f"{day} 07:30"))
+    home.set("motion", True, at(f"{day} 07:31"))
+    home.set("motion", False, at(f"{day} 07:32"))
+    home.moving = True
+
+
+def test_a_fall_in_daytime_raises_inactivity_three_hours_after_the_last_motion(
+    engine: CareEngine, sink: Sink
+) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("motion", True, at("2026-03-02 11:00"))
+    home.moving = False  # falls
+    home.set("motion", False, at("2026-03-02 11:01"))
+    home.advance(at("2026-03-02 13:59"))
+    assert sink.kinds() == []
+    home.advance(at("2026-03-02 14:10"))
+    assert sink.kinds() == [AlarmKind.INACTIVITY]
+    assert sink.alarms[0]["at"] == pytest.approx(at("2026-03-02 14:00"))
+
+
+def test_no_inactivity_while_away_or_in_bed_or_sensor_silent(
+    engine: CareEngine, sink: Sink
+) -> None:
+    home = Home(engine)
+    start_day(home)
+    # An outing: motion in the hall, the door, nobody home for 4 h.
+    home.set("motion", True, at("2026-03-02 10:00"))
+    home.moving = False
+    home.set("door", True, at("2026-03-02 10:02"))
+    home.set("door", False, at("2026-03-02 10:03"))
+    home.advance(at("2026-03-02 14:00"))
+    home.set("door", True, at("2026-03-02 14:00"))
+    home.set("motion", True, at("2026-03-02 14:01"))
+    # A long nap on the bed.
+    home.set("bed", True, at("2026-03-02 15:00"))
+    home.advance(at("2026-03-02 18:30"))
+    home.set("bed", False, at("2026-03-02 18:30"))
+    home.set("motion", True, at("2026-03-02 18:31"))
+    home.moving = True
+    # The motion sensor silent for 3 h, then back: it counts from its return.
+    home.silent.add("motion")
+    home.advance(at("2026-03-02 21:50"))
+    home.silent.clear()
+    home.set("motion", False, at("2026-03-02 21:51"))
+    home.set("bed", True, at("2026-03-02 22:30"))
+    home.moving = False
+    home.advance(at("2026-03-03 06:00"))
+    assert AlarmKind.INACTIVITY not in sink.kinds()
+    assert sink.kinds() == [AlarmKind.DEVICE_OFFLINE]  # the silence itself
+
+
+def test_getting_out_of_bed_without_moving_counts_at_once(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("motion", True, at("2026-03-02 12:00"))
+    home.moving = False
+    home.set("bed", True, at("2026-03-02 12:05"))  # lies down
+    home.advance(at("2026-03-02 16:00"))
+    assert sink.kinds() == []
+    home.set("bed", False, at("2026-03-02 16:00"))  # slides off the bed, no motion
+    assert sink.kinds() == [AlarmKind.INACTIVITY]
+
+
+def test_no_morning_activity_at_ten(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    home.t = at("2026-03-02 20:00")
+    home.set("motion", True, at("2026-03-02 22:00"))
+    home.set("bed", True, at("2026-03-02 22:30"))
+    home.advance(at("2026-03-03 09:59"))
+    assert sink.kinds() == []
+    home.advance(at("2026-03-03 10:05"))
+    assert sink.kinds() == [AlarmKind.NO_MORNING_ACTIVITY]
+    home.advance(at("2026-03-03 12:00"))
+    assert sink.kinds() == [AlarmKind.NO_MORNING_ACTIVITY]  # in bed: no inactivity
+
+
+def test_out_of_bed_at_night_after_thirty_minutes(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("bed", True, at("2026-03-02 22:40"))
+    home.moving = False
+    home.set("bed", False, at("2026-03-03 02:00"))  # a bathroom trip of 20 min is fine
+    home.set("motion", True, at("2026-03-03 02:01"))
+    home.set("bed", True, at("2026-03-03 02:20"))
+    home.set("bed", False, at("2026-03-03 03:00"))  # then up for good
+    home.set("motion", True, at("2026-03-03 03:01"))
+    home.advance(at("2026-03-03 03:29"))
+    assert sink.kinds() == []
+    home.advance(at("2026-03-03 03:35"))
+    assert sink.kinds() == [AlarmKind.OUT_OF_BED]
+    assert sink.alarms[0]["at"] == pytest.approx(at("2026-03-03 03:30"))
+
+
+def test_late_bedtime_counts_from_the_start_of_the_night(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("motion", True, at("2026-03-02 22:00"))
+    home.advance(at("2026-03-02 23:20"))
+    home.set("bed", True, at("2026-03-02 23:20"))
+    home.moving = False
+    home.advance(at("2026-03-03 06:00"))
+    assert sink.kinds() == []
+    home2 = Home(engine, "home-0002")
+    start_day(home2)
+    home2.set("motion", True, at("2026-03-02 22:00"))
+    home2.advance(at("2026-03-02 23:40"))
+    assert sink.kinds() == [AlarmKind.OUT_OF_BED]  # never went to bed: 23:30
+
+
+def test_night_door_with_the_bed_empty(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("door", True, at("2026-03-02 20:00"))  # daytime: nothing
+    home.set("door", False, at("2026-03-02 20:01"))
+    home.set("bed", True, at("2026-03-02 22:30"))
+    home.moving = False
+    home.set("bed", False, at("2026-03-03 03:00"))
+    home.set("door", True, at("2026-03-03 03:04"))
+    assert sink.kinds() == [AlarmKind.NIGHT_DOOR]
+    assert sink.alarms[0]["trigger"].startswith(f"{HOME}-door/")
+    home.set("door", False, at("2026-03-03 03:05"))
+    home.set("door", True, at("2026-03-03 03:15"))  # coming back in: the same episode
+    sink.resolve_all()
+    home.set("door", True, at("2026-03-03 03:16"))
+    assert sink.kinds() == [AlarmKind.NIGHT_DOOR]
+
+
+def test_appliance_on_for_four_hours(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("plug", 80.0, at("2026-03-02 09:00"))  # TV for 3 h: fine
+    home.set("plug", 0.5, at("2026-03-02 12:00"))
+    home.set("plug", 1500.0, at("2026-03-02 12:30"))  # a heater left on
+    for hour in range(13, 17):
+        home.set("motion", True, at(f"2026-03-02 {hour}:10"))
+    home.advance(at("2026-03-02 16:29"))
+    assert sink.kinds() == []
+    home.advance(at("2026-03-02 16:31"))
+    assert sink.kinds() == [AlarmKind.APPLIANCE_ON]
+
+
+def test_device_offline_and_low_battery(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.report("bed", ("health", "battery"), 40.0, at("2026-03-02 08:00"))
+    home.silent.add("plug")
+    home.advance(at("2026-03-02 08:20"))
+    assert sink.kinds() == []
+    home.set("motion", True, at("2026-03-02 08:40"))
+    home.advance(at("2026-03-02 08:45"))
+    assert sink.kinds() == [AlarmKind.DEVICE_OFFLINE]
+    assert sink.alarms[0]["detail"]["device"] == "plug"
+    home.report("bed", ("health", "battery"), 14.0, at("2026-03-02 08:50"))
+    home.report("bed", ("health", "battery"), 13.0, at("2026-03-02 09:00"))
+    assert sink.kinds() == [AlarmKind.DEVICE_OFFLINE, AlarmKind.LOW_BATTERY]
+
+
+def test_duplicates_and_old_readings_change_nothing(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("motion", True, at("2026-03-02 11:00"))
+    home.moving = False
+    # The same reading delivered again much later (QoS 1 retry) is not new motion.
+    seq = home.seq
+    engine.observe(SensorEvent(HOME, "motion", f"{HOME}-motion", "motion", "detected", True,
+                               at("2026-03-02 11:00"), seq))  # fmt: skip
+    home.advance(at("2026-03-02 14:05"))
+    assert sink.kinds() == [AlarmKind.INACTIVITY]
+
+
+def test_personal_night_hours_override_the_generic_ones(engine: CareEngine, sink: Sink) -> None:
+    engine.configure(HOME, night_start="21:30", night_end="06:00")
+    home = Home(engine)
+    start_day(home)
+    home.set("motion", True, at("2026-03-02 21:00"))
+    home.advance(at("2026-03-02 22:05"))
+    assert sink.kinds() == [AlarmKind.OUT_OF_BED]  # her night began at 21:30
+    with pytest.raises(ValueError):
+        engine.configure(HOME, night_start="25:99")
+    with pytest.raises(ValueError):
+        engine.configure(HOME, inactivity_s=-5)
+
+
+def test_a_restart_loses_and_duplicates_nothing(engine: CareEngine, sink: Sink) -> None:
+    home = Home(engine)
+    start_day(home)
+    home.set("motion", True, at("2026-03-02 11:00"))
+    home.moving = False
+    home.advance(at("2026-03-02 12:00"))
+    saved = engine.snapshot()
+    seq, t = home.seq, home.t
+    # Down from 12:00; on restart the readings stored meanwhile are replayed (the engine
+    # tails the log from its snapshot), and the inactivity timer (14:00) comes due among them.
+    again = CareEngine(sink)
+    again.restore(saved)
+    home.engine = again
+    home.advance(at("2026-03-02 15:00"))
+    assert sink.kinds() == [AlarmKind.INACTIVITY]
+    assert sink.alarms[0]["at"] == pytest.approx(at("2026-03-02 14:00"))
+    # A second crash, with the alarm resolved meanwhile: the replay raises nothing twice.
+    sink.resolve_all()
+    third = CareEngine(sink)
+    third.restore(saved)
+    home.engine, home.seq, home.t = third, seq, t
+    home.advance(at("2026-03-02 15:00"))
+    assert sink.kinds() == [AlarmKind.INACTIVITY]
