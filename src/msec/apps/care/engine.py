@@ -288,10 +288,12 @@ class CareEngine:
         zone = self._zone(s)
         start = _at(datetime.fromisoformat(day).date(), s.morning_start, zone)
         moved = state.last_motion is not None and state.last_motion >= start
-        if not moved and not self._away(state, s, at) and self._online(state, s, "motion", at):
-            if (state.motion_online_since or 0) <= start:  # reporting the whole morning
-                self._raise(home, AlarmKind.NO_MORNING_ACTIVITY, day, at,
-                            {"since": start, "last_motion": state.last_motion})  # fmt: skip
+        watched = (  # the motion sensor reported the whole morning
+            self._online(state, s, "motion", at) and (state.motion_online_since or 0) <= start
+        )
+        if not moved and watched and not self._away(state, s, at):
+            self._raise(home, AlarmKind.NO_MORNING_ACTIVITY, day, at,
+                        {"since": start, "last_motion": state.last_motion})  # fmt: skip
         self._arm_morning(home, state, s, at + 1)
 
     def _arm_out_of_bed(self, home: str, state: HomeState, s: CareSettings, t: float) -> None:
