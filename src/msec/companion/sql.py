@@ -474,6 +474,29 @@ class SqlCompanion:
             )
         return self._meta(row), self._open(row, AESGCM(self._unwrap(row)))
 
+    def get_many(self, record_ids: Sequence[str]) -> dict[str, tuple[StoredRecord, bytes]]:
+        """:meth:`get` of many records in one query (each subject's key unwrapped once);
+        records that do not exist (or whose subject was erased) are absent from the answer.
+        :class:`CompanionError` as :meth:`get`."""
+        if not record_ids:
+            return {}
+        r, s = records_table.c, subjects_table.c
+        query = (
+            select(*[r[name] for name in RECORD_COLUMNS], s.wrapped_key, s.kek_id)
+            .join_from(records_table, subjects_table, r.subject_id == s.subject_id)
+            .where(r.record_id.in_(list(record_ids)))
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        keys: dict[str, AESGCM] = {}
+        out: dict[str, tuple[StoredRecord, bytes]] = {}
+        for row in rows:
+            aead = keys.get(row.subject_id)
+            if aead is None:
+                aead = keys[row.subject_id] = AESGCM(self._unwrap(row))
+            out[row.record_id] = (self._meta(row), self._open(row, aead))
+        return out
+
     def records(self, name: str) -> Iterator[tuple[StoredRecord, bytes]]:
         """Yield the metadata and plaintext of every record of ``name``, oldest first.
 
