@@ -231,6 +231,17 @@ class SqlPolicies:
                 self.log.append([(leaf_hash(data), REMOVAL_LEAF, policy_id)], conn=conn)
         return bool(done)
 
+    def ensure(self, policy: Policy, *, by: str) -> bool:
+        """Add ``policy`` unless a policy of its id is, or ever was, stored (an app's
+        default an operator removed stays removed); ``True`` if it was added now."""
+        if any(p.id == policy.id for p in self.active()):
+            return False
+        try:
+            self.add(policy, by=by)
+        except PolicyError:  # removed once (ids are never reused), or added concurrently
+            return False
+        return True
+
     def active(self) -> list[Policy]:
         c = policies_table.c
         with self._engine.connect() as conn:

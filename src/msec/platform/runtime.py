@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +53,7 @@ class Runtime:
     def __init__(
         self, settings: Settings, *, simulate: bool = False, sim_interval_s: float | None = None
     ) -> None:
+        settings = with_app_patterns(settings)
         self.settings = settings
         self.simulate = simulate
         #: Seconds between two readings of each simulated device (None: the demo's 10 s).
@@ -388,6 +390,13 @@ class Runtime:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
+        for name, installed in self.apps.items():
+            stop = getattr(installed, "stop", None)
+            if callable(stop):
+                try:
+                    stop()
+                except Exception:
+                    log.exception("app %s did not stop cleanly", name)
         if self.feed is not None:
             self.feed.stop()  # ends the open pages' event streams, so the server can stop
         if self._server is not None:
@@ -426,3 +435,18 @@ def web_ui(platform: Platform, access: AccessService) -> tuple[WebUi, LiveFeed]:
         secure_cookies=http.secure_cookies, public_url=http.public_url,
     )  # fmt: skip
     return ui, LiveFeed(platform.twin.latest_all)
+
+
+def with_app_patterns(settings: Settings) -> Settings:
+    """``settings`` with the installed apps' personal-data patterns (their module's
+    ``SENSITIVE_RESOURCES``) added to ``[sensitive] resources``, before any worker starts."""
+    extra: list[str] = []
+    for entry in entry_points(group=APPS_GROUP):
+        module = import_module(entry.value.partition(":")[0])
+        extra += [p for p in getattr(module, "SENSITIVE_RESOURCES", ()) if p not in extra]
+    known = settings.sensitive.resources
+    added = [p for p in extra if p not in known]
+    if not added:
+        return settings
+    sensitive = settings.sensitive.model_copy(update={"resources": [*known, *added]})
+    return settings.model_copy(update={"sensitive": sensitive})

@@ -288,6 +288,9 @@ def create_app(
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     app.state.access = app_access  # the enforcement point, for tools and tests
+    # For apps adding API routes (msec.apps.*): the same authentication and decisions.
+    app.state.api_caller = caller
+    app.state.api_allow = allow
     if trust is not None:
         add_log_routes(app, trust, caller, allow)
     add_access_routes(app, access, events, caller, allow, principals, policies)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Final
 
 from msec.access.consent import NoticeConflict
 from msec.access.model import Effect, Policy, Principal, Verb
-from msec.access.policies import PolicyError
 from msec.apps.park_guide.notice import NOTICE_PURPOSE, NOTICE_VERSION, NOTICES
 from msec.apps.park_guide.park import MEASUREMENTS, Park, Stop, measurement_of, verdict
 from msec.apps.park_guide.store import FLAGS, Observation, SqlParkStore, TrustScore
@@ -104,20 +103,13 @@ class ParkGuide:
                 continue
             with contextlib.suppress(NoticeConflict):  # another process published it first
                 consent.publish_notice(NOTICE_PURPOSE, NOTICE_VERSION, language=lang, **text)
-        known = {p.id for p in self.platform.policies.active()}
         for device in self.park.devices():
-            policy_id = f"park-guide-public-{device}"
-            if policy_id in known:
-                continue
             policy = Policy(
-                policy_id, Effect.ALLOW, frozenset({Verb.DESCRIBE, Verb.GET, Verb.SUBSCRIBE}),
-                device, priority=100,
+                f"park-guide-public-{device}", Effect.ALLOW,
+                frozenset({Verb.DESCRIBE, Verb.GET, Verb.SUBSCRIBE}), device, priority=100,
                 description="Park Guide: the park's environmental data is open to everyone",
             )  # fmt: skip
-            try:
-                self.platform.policies.add(policy, by="app:park_guide")
-            except PolicyError:  # removed by an operator once: respect that
-                log.info("policy %s was removed before; not adding it again", policy_id)
+            self.platform.policies.ensure(policy, by="app:park_guide")
 
     # -- values ----------------------------------------------------------------------------------
 

@@ -122,3 +122,13 @@ def test_a_restart_replays_from_the_saved_cursor_without_duplicates(platform: Pl
     third.step()
     assert second.alarms.active() == []
     assert len(third.alarms.history(HOME)) == 1
+
+
+def test_the_runtime_stores_home_readings_as_personal_data(tmp_path: Path) -> None:
+    from msec.platform.runtime import with_app_patterns
+
+    settings = with_app_patterns(Settings.load(None, data_dir=tmp_path / "d"))
+    for role in ("gw", "motion", "door", "bed", "plug"):
+        assert f"*-{role}/*/*" in settings.sensitive.resources
+    again = with_app_patterns(settings)
+    assert again.sensitive.resources == settings.sensitive.resources  # added once

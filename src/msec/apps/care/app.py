@@ -1,0 +1,61 @@
+"""Installing Connected Care on a running platform."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from fastapi import FastAPI
+
+from msec.access.model import Effect, Policy, Verb
+from msec.apps.care.alarms import SqlAlarms
+from msec.apps.care.api import add_care_api
+from msec.apps.care.model import DEVICE_ROLES
+from msec.apps.care.service import CareService
+from msec.web.live import LiveFeed
+from msec.web.ui import WebUi
+
+if TYPE_CHECKING:
+    from msec.platform.platform import Platform
+
+__all__ = ["SENSITIVE_RESOURCES", "CareApp", "install"]
+
+#: Every reading of a home's devices is personal data: stored encrypted per person in the
+#: companion store (erasable with them), never in the twin. The runtime adds these patterns
+#: to ``[sensitive] resources`` before its ingest workers start.
+SENSITIVE_RESOURCES: Final = tuple(f"*-{role}/*/*" for role in DEVICE_ROLES)
+
+#: Caregivers read a home's data only with a consent grant from the person.
+CAREGIVER_POLICY: Final = Policy(
+    "care-caregivers-with-consent", Effect.ALLOW,
+    frozenset({Verb.DESCRIBE, Verb.GET, Verb.SUBSCRIBE}), roles=frozenset({"caregiver"}),
+    consent=True, priority=100,
+    description="Connected Care: caregivers see the homes whose person granted them access",
+)  # fmt: skip
+
+
+class CareApp:
+    """What ``install`` set up; ``stop`` ends the engine (the runtime calls it at stop)."""
+
+    def __init__(self, platform: Platform, alarms: SqlAlarms, service: CareService) -> None:
+        self.platform = platform
+        self.alarms = alarms
+        self.service = service
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+def install(app: FastAPI, ui: WebUi, platform: Platform, feed: LiveFeed) -> CareApp:
+    """Tables, the caregivers' policy, the API, and the engine running on the log."""
+    alarms = SqlAlarms(platform.engine)
+    alarms.create_schema()
+    service = CareService(platform, alarms)
+    service.create_schema()
+    platform.policies.ensure(CAREGIVER_POLICY, by="app:care")
+    if ui.access.sync is not None:
+        ui.access.sync.refresh(force=True)
+    add_care_api(app, alarms)
+    service.start()
+    return CareApp(platform, alarms, service)
+
+
