@@ -6,8 +6,9 @@ service and resource names are lowercase snake_case because they become MQTT top
 and URL path segments. Every kind also reports ``health/battery`` and ``health/rssi``
 (added by :class:`msec.core.kinds.DeviceKind`).
 
-Pilot 1 (Park Guide, Las Llamas park, Santander) is here; later pilots add their kinds to
-this module. ``smart_plug`` is the first kind that also takes commands (``msec.actuate``).
+Pilot 1 (Park Guide, Las Llamas park, Santander) and Pilot 2 (Connected Care, homes of
+elderly people living alone in Santander) are here; later pilots add their kinds to this
+module. ``smart_plug`` is the first kind that also takes commands (``msec.actuate``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,57 @@ CROWD_COUNTER = DeviceKind(
     ),
 )
 
+# --- Pilot 2: Connected Care (homes of elderly people living alone, Santander) ---------------
+# The report's home kit: a connectivity hub (ZigBee gateway), a motion sensor, a door/window
+# contact on the front door, a bed occupancy sensor and a smart plug (``smart_plug`` below).
+# Every device reports its state on change and as a heartbeat (msec.apps.care.model); the
+# sensors run on batteries, the hub is mains-powered.
+
+CARE_GATEWAY = DeviceKind(
+    name="care_gateway",
+    description="Connectivity hub of a Connected Care home: forwards its ZigBee sensors' readings",
+    resources=(
+        # 10^9 s is nearly 32 years: any real uptime fits, a garbage counter does not.
+        ResourceSpec(
+            "gateway", "uptime", "s", "int", 0, 1_000_000_000, "seconds since the hub started"
+        ),
+    ),
+)
+
+MOTION_SENSOR = DeviceKind(
+    name="motion_sensor",
+    description="Passive infrared motion sensor in the living area of a home",
+    resources=(
+        ResourceSpec(
+            "motion", "detected", None, "bool",
+            description=(
+                "true when motion is detected; false when the PIR's hold time (60 s) ends "
+                "without more motion; heartbeats repeat the current state"
+            ),
+        ),
+    ),
+)
+
+CONTACT_SENSOR = DeviceKind(
+    name="contact_sensor",
+    description="Magnetic door/window contact (on the front door in Connected Care homes)",
+    resources=(
+        ResourceSpec(
+            "contact", "open", None, "bool", description="true while the door or window is open"
+        ),
+    ),
+)
+
+BED_SENSOR = DeviceKind(
+    name="bed_sensor",
+    description="Pressure mat under the mattress: whether someone is lying in the bed",
+    resources=(
+        ResourceSpec(
+            "bed", "occupied", None, "bool", description="true while someone is in the bed"
+        ),
+    ),
+)
+
 # --- Actuators ------------------------------------------------------------------------------
 # Devices the platform can command (POST .../resources/{resource}/act); they confirm a command
 # by reporting the resource's new state like any other reading.
@@ -74,4 +126,7 @@ SMART_PLUG = DeviceKind(
     ),
 )
 
-register_kinds((ENVIRONMENT_STATION, CROWD_COUNTER, SMART_PLUG))
+register_kinds((
+    ENVIRONMENT_STATION, CROWD_COUNTER, CARE_GATEWAY, MOTION_SENSOR, CONTACT_SENSOR, BED_SENSOR,
+    SMART_PLUG,
+))
