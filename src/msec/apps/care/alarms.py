@@ -496,6 +496,14 @@ class SqlAlarms:
                 counts[state][AlarmKind(kind)] = int(n)
         return counts
 
+    def version(self) -> tuple[int, int]:
+        """Changes whenever an alarm is raised or changes (live pages poll it)."""
+        with self._engine.connect() as conn:
+            count, newest = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(events_table.c.id), 0))
+            ).one()
+        return int(count), int(newest)
+
     def events(self, alarm_id: int) -> list[AlarmEvent]:
         """The alarm's history, oldest first (empty if there is no such alarm)."""
         e = events_table.c

@@ -10,9 +10,10 @@ from msec.access.model import Effect, Policy, Verb
 from msec.apps.care.alarms import SqlAlarms
 from msec.apps.care.api import add_care_api
 from msec.apps.care.model import DEVICE_ROLES
+from msec.apps.care.pages import CARE_ROLES, add_care_pages
 from msec.apps.care.service import CareService
 from msec.web.live import LiveFeed
-from msec.web.ui import WebUi
+from msec.web.ui import NavItem, WebUi
 
 if TYPE_CHECKING:
     from msec.platform.platform import Platform
@@ -55,6 +56,11 @@ def install(app: FastAPI, ui: WebUi, platform: Platform, feed: LiveFeed) -> Care
     if ui.access.sync is not None:
         ui.access.sync.refresh(force=True)
     add_care_api(app, alarms)
+    ui.add_app("msec.apps.care")
+    ui.nav.append(NavItem("/care", "nav.care", CARE_ROLES, order=50))
+    for role in ("operator", "caregiver"):
+        ui.home.setdefault(role, "/care")
+    add_care_pages(app, ui, alarms, service.engine)
     service.start()
     return CareApp(platform, alarms, service)
 

@@ -1,0 +1,116 @@
+"""Connected Care's portal: the live board of alarms for operators, and caregivers' view.
+
+``/care`` lists the active alarms first (newest first) and each home's latest activity from
+the engine's state (last motion, bed, door, devices reporting); operators acknowledge and
+resolve alarms there with a note (``POST /care/alarms/{id}/acknowledge|resolve``). A caregiver
+sees the same board for the homes whose person granted them access, and cannot handle
+alarms. The board refreshes itself by server-sent events (``/care/live``) when an alarm
+changes or activity arrives.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from msec.access.model import Verb
+from msec.apps.care.alarms import Alarm, AlarmStateError, SqlAlarms
+from msec.apps.care.api import alarm_target
+from msec.apps.care.engine import CareEngine
+from msec.web.live import sse_event
+from msec.web.ui import StaffRoles, Viewer, ViewerDep, WebUi
+
+__all__ = ["add_care_pages"]
+
+CARE_ROLES: Final = frozenset({"operator", "admin", "caregiver"})
+_REFRESH_S: Final = 1.0
+
+
+def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngine) -> None:
+    def may(request: Request, viewer: Viewer, home: str, verb: Verb) -> bool:
+        source = request.client.host if request.client else ""
+        return ui.access.authorize(viewer.principal, verb, *alarm_target(home), source=source,
+                                   record=False).allowed  # fmt: skip
+
+    def board(request: Request, viewer: Viewer) -> dict[str, Any]:
+        active = [a for a in alarms.active() if may(request, viewer, a.home, Verb.GET)]
+        now = time.time()
+        homes = []
+        for home in sorted(engine.homes_seen()):
+            if not may(request, viewer, home, Verb.GET):
+                continue
+            state = engine.homes[home]
+            seen = state.last_seen
+            homes.append({
+                "home": home,
+                "last_motion": state.last_motion,
+                "in_bed": state.bed_occupied,
+                "last_door": state.last_door_open,
+                "reporting": sum(1 for t in seen.values() if now - t < 1800),
+                "devices": len(seen),
+                "alarms": sum(1 for a in active if a.home == home),
+            })  # fmt: skip
+        homes.sort(key=lambda h: (-h["alarms"], h["home"]))
+        return {"active": active, "homes": homes, "handles": viewer.has_role(*StaffRoles)}
+
+    @app.get("/care", response_class=HTMLResponse, include_in_schema=False)
+    def care_board(request: Request, viewer: ViewerDep) -> Response:
+        ui.require(request, viewer, CARE_ROLES)
+        return ui.render(request, viewer, "care/board.html", title=viewer.t("care.title"),
+                         **board(request, viewer))  # fmt: skip
+
+    @app.get("/care/live", include_in_schema=False)
+    async def care_live(request: Request, viewer: ViewerDep) -> Response:
+        ui.require(request, viewer, CARE_ROLES)
+
+        async def stream() -> AsyncIterator[str]:
+            last: tuple[int, int] | None = None
+            yield "retry: 2000\n\n"
+            quiet = 0.0
+            while not await request.is_disconnected():
+                current = await asyncio.to_thread(alarms.version)
+                if current != last:
+                    last = current
+                    data = await asyncio.to_thread(board, request, viewer)
+                    yield sse_event("board", ui.fragment("care/_board.html", viewer, **data))
+                    quiet = 0.0
+                elif quiet >= 15:
+                    yield ": keep-alive\n\n"
+                    quiet = 0.0
+                await asyncio.sleep(_REFRESH_S)
+                quiet += _REFRESH_S
+
+        response = StreamingResponse(stream(), media_type="text/event-stream")
+        response.headers["X-Accel-Buffering"] = "no"
+        return ui.finish(request, viewer, response)
+
+    async def handle(request: Request, viewer: Viewer, alarm_id: str, action: str) -> Response:
+        form = await ui.form(request, viewer)
+        ui.require(request, viewer, StaffRoles)
+        alarm = alarms.get(int(alarm_id)) if alarm_id.isdigit() and len(alarm_id) < 18 else None
+        if alarm is None or not may(request, viewer, alarm.home, Verb.GET):
+            raise HTTPException(404, viewer.t("care.no_alarm"))
+        if not may(request, viewer, alarm.home, Verb.SET):
+            raise HTTPException(403, viewer.t("error.forbidden"))
+        note = str(form.get("note") or "").strip() or None
+        try:
+            done: Alarm
+            if action == "acknowledge":
+                done = alarms.acknowledge(alarm.id, by=viewer.principal.id, note=note)
+            else:
+                done = alarms.resolve(alarm.id, by=viewer.principal.id, note=note,
+                                      false_positive=form.get("false_positive") == "yes")
+        except (AlarmStateError, ValueError):
+            return ui.redirect(request, viewer, "/care?error=1")
+        return ui.redirect(request, viewer, f"/care#alarm-{done.id}")
+
+    @app.post("/care/alarms/{alarm_id}/acknowledge", include_in_schema=False)
+    async def acknowledge(request: Request, alarm_id: str, viewer: ViewerDep) -> Response:
+        return await handle(request, viewer, alarm_id, "acknowledge")
+
+    @app.post("/care/alarms/{alarm_id}/resolve", include_in_schema=False)
+    async def resolve(request: Request, alarm_id: str, viewer: ViewerDep) -> Response:
+        return await handle(request, viewer, alarm_id, "resolve")
