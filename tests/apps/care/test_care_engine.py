@@ -160,15 +160,21 @@ def test_no_inactivity_while_away_or_in_bed_or_sensor_silent(
     assert sink.kinds() == [AlarmKind.DEVICE_OFFLINE]  # the silence itself
 
 
-def test_getting_out_of_bed_without_moving_counts_at_once(engine: CareEngine, sink: Sink) -> None:
+def test_getting_out_of_bed_is_a_sign_of_life_and_the_clock_starts_again(
+    engine: CareEngine, sink: Sink
+) -> None:
     home = Home(engine)
     start_day(home)
     home.set("motion", True, at("2026-03-02 12:00"))
     home.moving = False
-    home.set("bed", True, at("2026-03-02 12:05"))  # lies down
+    home.set("bed", True, at("2026-03-02 12:05"))  # lies down for a long nap
     home.advance(at("2026-03-02 16:00"))
     assert sink.kinds() == []
-    home.set("bed", False, at("2026-03-02 16:00"))  # slides off the bed, no motion
+    # Gets off the bed (its message before any motion's) and then nothing moves: a fall.
+    home.set("bed", False, at("2026-03-02 16:00"))
+    home.advance(at("2026-03-02 18:59"))
+    assert sink.kinds() == []
+    home.advance(at("2026-03-02 19:05"))
     assert sink.kinds() == [AlarmKind.INACTIVITY]
 
 

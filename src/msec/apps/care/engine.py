@@ -25,8 +25,8 @@ The conditions, with the person's settings (:class:`CareSettings`, night 23:00-0
     in daytime, no motion for ``inactivity_s`` (3 h) while the person is at home (not
     *away*: the door opened after the last motion and there was no motion for
     ``away_after_s`` since), not in bed, and the motion sensor reporting. The 3 h count from
-    the last sign of someone: motion, the door opening (someone coming home), or the motion
-    sensor coming back after a silence (what it did not see says nothing).
+    the last sign of someone: motion, the door opening (someone coming home), getting out of
+    bed, or the motion sensor coming back after a silence (what it did not see says nothing).
 ``no_morning_activity``
     at ``morning_end`` (10:00), no motion since ``morning_start`` (07:00) that day, not away,
     motion sensor reporting.
@@ -191,6 +191,7 @@ class CareEngine:
                     state.bed_changed = t
                     if not occupied:
                         self._arm_out_of_bed(home, state, s, t)
+                        self._push(t + s.inactivity_s, home, _INACTIVITY, "")
             elif key == ("plug", "power"):
                 if float(event.value) > s.appliance_w:
                     if state.power_high_since is None:
@@ -257,8 +258,10 @@ class CareEngine:
         return at - door >= s.away_after_s
 
     def _inactivity(self, home: str, state: HomeState, s: CareSettings, at: float) -> None:
-        # Counted from the last sign of someone: motion, the door, or the sensor's return.
-        baseline = _latest(state.last_motion, state.motion_online_since, state.last_door_open)
+        # Counted from the last sign of someone: motion, the door, getting out of bed (its
+        # message may arrive before the motion's), or the motion sensor's return.
+        baseline = _latest(state.last_motion, state.motion_online_since, state.last_door_open,
+                           state.bed_changed)  # fmt: skip
         if baseline is None or at - baseline < s.inactivity_s:
             return
         if (
@@ -411,7 +414,8 @@ class CareEngine:
 
     def _arm_all(self, home: str, state: HomeState) -> None:
         s = self.settings_of(home)
-        baseline = _latest(state.last_motion, state.motion_online_since, state.last_door_open)
+        baseline = _latest(state.last_motion, state.motion_online_since, state.last_door_open,
+                           state.bed_changed)  # fmt: skip
         if baseline is not None:
             self._push(baseline + s.inactivity_s, home, _INACTIVITY, "")
         if state.bed_occupied is False and state.bed_changed is not None:
