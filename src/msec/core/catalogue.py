@@ -55,7 +55,7 @@ CROWD_COUNTER = DeviceKind(
 # --- Pilot 2: Connected Care (homes of elderly people living alone, Santander) ---------------
 # The report's home kit: a connectivity hub (ZigBee gateway), a motion sensor, a door/window
 # contact on the front door, a bed occupancy sensor and a smart plug (``smart_plug`` below).
-# Every device reports its state on change and as a heartbeat (msec.apps.care.model); the
+# Every device reports its state on change and as a heartbeat (msec.core.care); the
 # sensors run on batteries, the hub is mains-powered.
 
 CARE_GATEWAY = DeviceKind(

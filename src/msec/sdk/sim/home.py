@@ -1,6 +1,6 @@
 """Pilot 2 (Connected Care): homes of elderly people living alone, with scripted incidents.
 
-Each home has the five devices of :data:`msec.apps.care.model.DEVICE_ROLES`, named
+Each home has the five devices of :data:`msec.core.care.DEVICE_ROLES`, named
 ``<home>-<role>``: the gateway ``gw`` (``care_gateway``), ``motion`` (``motion_sensor``, in the
 living area), the front door's ``door`` (``contact_sensor``), ``bed`` (``bed_sensor``) and
 ``plug`` (``smart_plug``, on the power strip of the TV corner: TV, kettle, a small heater). A
@@ -64,7 +64,7 @@ holds during it:
 
 Incidents: with ``incidents=True`` a home-day has one with probability ``incident_rate``
 (default 0.3), its kind drawn uniformly; :class:`IncidentSpec` forces one. Each is an
-:class:`~msec.apps.care.model.Incident` with the kinds it must raise (``expects``) within
+:class:`~msec.core.care.Incident` with the kinds it must raise (``expects``) within
 ``detect_within_s`` of ``start``: the rule's delay plus two heartbeats (1200 s). The routine
 is planned around it so that nothing else fires:
 
@@ -108,7 +108,7 @@ from operator import itemgetter
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from msec.apps.care.model import (
+from msec.core.care import (
     DEVICE_ROLES,
     HEARTBEAT_S,
     AlarmKind,
