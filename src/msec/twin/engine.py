@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from msec.core.errors import MsecError
@@ -68,3 +70,20 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
+
+
+@contextmanager
+def locked_transaction(engine: Engine, pg_lock_key: int) -> Iterator[Connection]:
+    """One write transaction that holds a store-wide write lock from its start.
+
+    SQLite: ``BEGIN IMMEDIATE`` (take the database's write lock now rather than upgrade a read
+    snapshot later, which fails at once if another process committed in between).
+    PostgreSQL: ``pg_advisory_xact_lock(pg_lock_key)``, released at commit or rollback. So
+    read-then-write steps of a store happen one at a time across threads and processes.
+    """
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": pg_lock_key})
+        yield conn

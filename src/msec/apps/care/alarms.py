@@ -37,8 +37,8 @@ import logging
 import math
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from msec.apps.care.model import AlarmKind
 from msec.core.errors import MsecError
+from msec.twin.engine import locked_transaction
 
 __all__ = [
     "EVENTS",
@@ -235,17 +236,9 @@ class SqlAlarms:
         """Create the ``care_alarms`` and ``care_alarm_events`` tables if missing. Idempotent."""
         metadata.create_all(self._engine)
 
-    @contextmanager
-    def _writing(self) -> Iterator[sa.Connection]:
+    def _writing(self) -> AbstractContextManager[sa.Connection]:
         """One write transaction holding the store's write lock from its start."""
-        with self._engine.begin() as conn:
-            if self._sqlite:
-                # Take the write lock now rather than upgrading a read snapshot later, which
-                # fails at once if another process committed in between.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-            yield conn
+        return locked_transaction(self._engine, _PG_LOCK_KEY)
 
     def _emit(self, event: str, alarms: Iterable[Alarm]) -> None:
         for alarm in alarms:

@@ -30,8 +30,8 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -39,6 +39,7 @@ import sqlalchemy as sa
 
 from msec.apps.park_guide.park import LANGUAGES, MEASUREMENTS
 from msec.core.errors import MsecError
+from msec.twin.engine import locked_transaction
 
 __all__ = [
     "FLAGS",
@@ -304,23 +305,14 @@ class SqlParkStore:
                 f"SqlParkStore supports sqlite and postgresql, not {engine.dialect.name!r}"
             )
         self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
 
     def create_schema(self) -> None:
         """Create the ``park_`` tables and indexes if missing. Idempotent."""
         metadata.create_all(self._engine)
 
-    @contextmanager
-    def _writing(self) -> Iterator[sa.Connection]:
+    def _writing(self) -> AbstractContextManager[sa.Connection]:
         """One write transaction holding the store's write lock from its start."""
-        with self._engine.begin() as conn:
-            if self._sqlite:
-                # Take the write lock now rather than upgrading a read snapshot later, which
-                # fails at once if another process committed in between.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-            yield conn
+        return locked_transaction(self._engine, _PG_LOCK_KEY)
 
     # -- participants -----------------------------------------------------------------------
 
