@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from care_site import CareSite
 from fastapi.testclient import TestClient
 
-from msec.access.model import Principal, PrincipalKind
-from msec.apps.care.app import CareApp, install
+from msec.apps.care.app import CareApp
 from msec.apps.care.model import AlarmKind
-from msec.platform import Platform, Settings
-from msec.platform.runtime import web_ui
-from msec.web.app import create_app
+from msec.platform import Platform
 
 PASSWORD = "correct horse battery"
 
@@ -37,26 +34,13 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    platform = Platform.open(Settings.load(None, data_dir=tmp_path / "data"))
-    for home in ("home-0001", "home-0002"):
-        platform.add_device(f"{home}-gw", "care_gateway", subject=home)
-    operator = Principal("service:operator", PrincipalKind.SERVICE, "default",
-                         frozenset({"operator"}))  # fmt: skip
-    access = platform.access_service({"op-token": operator})
-    ui, feed = web_ui(platform, access)
-    app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
-                     access=access, principals=platform.principals, trust=platform.trust,
-                     consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
-    care = install(app, ui, platform, feed)
-    with TestClient(app) as client:
-        w = World(platform, care, client)
+def world(care_site: CareSite) -> Iterator[World]:
+    with TestClient(care_site.app) as client:
+        w = World(care_site.platform, care_site.care, client)
         w.user("olga", "operator")
         w.user("carmen", "caregiver")
         w.user("pablo", "citizen")
         yield w
-    care.stop()
-    platform.close()
 
 
 def test_operators_see_and_handle_alarms(world: World) -> None:

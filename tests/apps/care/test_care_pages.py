@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from care_site import HOMES, CareSite
 from fastapi.testclient import TestClient
 
-from msec.access.model import Principal, PrincipalKind
-from msec.apps.care.app import CareApp, install
+from msec.apps.care.app import CareApp
 from msec.apps.care.engine import HomeState
 from msec.apps.care.model import AlarmKind
-from msec.platform import Platform, Settings
-from msec.platform.runtime import web_ui
-from msec.web.app import create_app
+from msec.platform import Platform
 
 SITE = "http://testserver"
 PASSWORD = "correct horse battery"
@@ -42,23 +38,10 @@ def csrf(page: str) -> str:
 
 
 @pytest.fixture
-def portal(tmp_path: Path) -> Iterator[Portal]:
-    platform = Platform.open(Settings.load(None, data_dir=tmp_path / "data"))
-    for home in ("home-0001", "home-0002"):
-        platform.add_device(f"{home}-gw", "care_gateway", subject=home)
-    operator = Principal("service:operator", PrincipalKind.SERVICE, "default",
-                         frozenset({"operator"}))  # fmt: skip
-    access = platform.access_service({"op-token": operator})
-    ui, feed = web_ui(platform, access)
-    app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
-                     access=access, principals=platform.principals, trust=platform.trust,
-                     consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
-    care = install(app, ui, platform, feed)
-    for home in ("home-0001", "home-0002"):  # homes the engine has heard of
-        care.service.engine.homes.setdefault(home, HomeState())
-    yield Portal(platform, care, app)
-    care.stop()
-    platform.close()
+def portal(care_site: CareSite) -> Portal:
+    for home in HOMES:  # homes the engine has heard of
+        care_site.care.service.engine.homes.setdefault(home, HomeState())
+    return Portal(care_site.platform, care_site.care, care_site.app)
 
 
 def test_operator_acknowledges_and_resolves_from_the_board(portal: Portal) -> None:
