@@ -127,6 +127,35 @@ class ParkSettings(BaseModel):
     file: Path | None = None
 
 
+class CareSmtpSettings(BaseModel):
+    """Where Connected Care sends its e-mails (``[care.smtp]``); no host means no e-mail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = ""
+    port: int = Field(587, ge=1, le=65535)
+    #: The From address of the notifications.
+    sender: str = "care@localhost"
+    #: Upgrade the connection with STARTTLS (required for a login).
+    starttls: bool = True
+    username: str = ""
+    #: Name of the environment variable holding the SMTP password (never the password).
+    password_env: str = "MSEC_CARE_SMTP_PASSWORD"
+
+
+class CareSettingsFile(BaseModel):
+    """Pilot 2, Connected Care (``[care]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: A TOML file of alert definitions (generic settings and custom rules; see
+    #: docs/pilots/connected-care.md); empty means the built-in definitions.
+    alerts: Path | None = None
+    #: How often an anonymised dataset per sensor type is published (0: never).
+    dataset_every_s: float = Field(86400.0, ge=0)
+    smtp: CareSmtpSettings = CareSmtpSettings()
+
+
 class Settings(BaseSettings):
     """Everything ``msec serve`` and ``msec demo`` need; see the module docstring."""
 
@@ -141,6 +170,7 @@ class Settings(BaseSettings):
     anchor: AnchorSettings = AnchorSettings()
     sensitive: SensitiveSettings = SensitiveSettings()
     park: ParkSettings = ParkSettings()
+    care: CareSettingsFile = CareSettingsFile()
 
     @property
     def log_origin(self) -> str:
