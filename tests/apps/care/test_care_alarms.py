@@ -128,10 +128,21 @@ def test_concurrent_raises_make_exactly_one_alarm(alarms: SqlAlarms, same_episod
     assert [e.event for e in alarms.events(winners[0].id)] == ["raised"]
 
 
+def test_custom_rule_kinds_are_stored_and_counted(alarms: SqlAlarms) -> None:
+    stored = alarms.raise_alarm("h1", "heater_on_long", "e1", at=T0, detail={"rule": "Heater"})
+    assert stored is not None and stored.kind == "heater_on_long"
+    assert alarms.raise_alarm("h1", "heater_on_long", "e2", at=T0 + 1, detail={}) is None
+    assert [a.kind for a in alarms.active(kind="heater_on_long")] == ["heater_on_long"]
+    assert alarms.counts()["raised"]["heater_on_long"] == 1
+    assert alarms.get(stored.id).as_dict()["kind"] == "heater_on_long"
+
+
 @pytest.mark.parametrize(
     ("args", "kw"),
     [
-        (("h1", "earthquake", "e"), {}),
+        (("h1", "Earth quake!", "e"), {}),
+        (("h1", "x", "e"), {}),
+        (("h1", "k" * 33, "e"), {}),
         (("", INACTIVITY, "e"), {}),
         (("h1\n", INACTIVITY, "e"), {}),
         (("h" * 65, INACTIVITY, "e"), {}),
@@ -353,7 +364,7 @@ def test_active_lists_raised_first_then_acknowledged_newest_first(alarms: SqlAla
     assert [a.id for a in alarms.active(kind="low_battery")] == [a5.id]
     assert [a.id for a in alarms.active("h1", INACTIVITY)] == [a1.id]
     with pytest.raises(ValueError):
-        alarms.active(kind="earthquake")
+        alarms.active(kind="Earth quake!")
 
 
 def test_history_filters_and_limits(alarms: SqlAlarms) -> None:

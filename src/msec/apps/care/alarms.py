@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -60,6 +61,7 @@ __all__ = [
     "Note",
     "SqlAlarms",
     "UnknownAlarm",
+    "kind_of",
 ]
 
 _log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ _MAX_EPISODE: Final = 200
 _MAX_USER: Final = 200  # who acknowledged, resolved, wrote a note
 _MAX_TRIGGER: Final = 200
 _MAX_DETAIL: Final = 16_384  # bytes of JSON
+_CUSTOM_KIND: Final = re.compile(r"[a-z][a-z0-9_]{1,31}")
 # The store's pg_advisory_xact_lock key: "MSECCARE" in ASCII, unlikely to meet another's.
 _PG_LOCK_KEY: Final = 0x4D53454343415245
 
@@ -156,7 +159,8 @@ class Alarm:
 
     id: int
     home: str
-    kind: AlarmKind
+    #: A built-in :class:`AlarmKind`, or the kind of a custom rule (plain text).
+    kind: AlarmKind | str
     episode: str
     state: AlarmState
     level: int
@@ -180,7 +184,7 @@ class Alarm:
         data: dict[str, Any] = {
             "id": self.id,
             "home": self.home,
-            "kind": self.kind.value,
+            "kind": str(self.kind),
             "episode": self.episode,
             "state": self.state,
             "level": self.level,
@@ -283,7 +287,7 @@ class SqlAlarms:
         now = _now(at)
         row = {
             "home": home,
-            "kind": kind.value,
+            "kind": str(kind),
             "episode": episode,
             "state": "raised",
             "level": 0,
@@ -457,7 +461,7 @@ class SqlAlarms:
         if home is not None:
             stmt = stmt.where(a.home == home)
         if kind is not None:
-            stmt = stmt.where(a.kind == _kind(kind).value)
+            stmt = stmt.where(a.kind == str(_kind(kind)))
         stmt = stmt.order_by(
             sa.case((a.state == "raised", 0), else_=1), a.raised_at.desc(), a.id.desc()
         )
@@ -478,15 +482,17 @@ class SqlAlarms:
         with self._engine.connect() as conn:
             return _load_many(conn, list(conn.execute(stmt).scalars()))
 
-    def counts(self) -> dict[str, dict[AlarmKind, int]]:
-        """How many alarms there are by state, then by kind; every state and every kind is
-        present (0 if none)."""
+    def counts(self) -> dict[str, dict[AlarmKind | str, int]]:
+        """How many alarms there are by state, then by kind; every state and every built-in
+        kind is present (0 if none), custom rules' kinds when they have alarms."""
         a = alarms_table.c
         stmt = sa.select(a.state, a.kind, sa.func.count()).group_by(a.state, a.kind)
-        counts = {state: dict.fromkeys(AlarmKind, 0) for state in STATES}
+        counts: dict[str, dict[AlarmKind | str, int]] = {
+            state: dict.fromkeys(AlarmKind, 0) for state in STATES
+        }
         with self._engine.connect() as conn:
             for state, kind, n in conn.execute(stmt):
-                counts[state][AlarmKind(kind)] = int(n)
+                counts[state][kind_of(kind)] = int(n)
         return counts
 
     def version(self) -> tuple[int, int]:
@@ -517,13 +523,21 @@ def _now(at: float | None) -> float:
     return now
 
 
-def _kind(kind: AlarmKind | str) -> AlarmKind:
+def kind_of(kind: str) -> AlarmKind | str:
+    """The built-in :class:`AlarmKind` named ``kind``, else ``kind`` (a custom rule's)."""
     try:
         return AlarmKind(kind)
     except ValueError:
-        raise ValueError(
-            f"unknown alarm kind {kind!r}: use {', '.join(k.value for k in AlarmKind)}"
-        ) from None
+        return kind
+
+
+def _kind(kind: AlarmKind | str) -> AlarmKind | str:
+    """A built-in kind, or a custom rule's kind (a lowercase name, 2 to 32 characters)."""
+    if isinstance(kind, str) and _CUSTOM_KIND.fullmatch(kind):
+        return kind_of(kind)
+    raise ValueError(
+        f"unknown alarm kind {kind!r}: use {', '.join(k.value for k in AlarmKind)} or a rule's"
+    )
 
 
 def _check_name(value: Any, label: str, max_len: int) -> None:
@@ -636,7 +650,7 @@ def _alarm(row: Any, notes: list[Note]) -> Alarm:
     return Alarm(
         id=int(row.id),
         home=row.home,
-        kind=AlarmKind(row.kind),
+        kind=kind_of(row.kind),
         episode=row.episode,
         state=row.state,
         level=int(row.level),

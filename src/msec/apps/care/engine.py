@@ -41,24 +41,33 @@ The conditions, with the person's settings (:class:`CareSettings`, night 23:00-0
     a device sent nothing for ``offline_s`` (30 min).
 ``low_battery``
     a device reports a battery below ``low_battery_pct``.
+
+Besides these, the **custom rules** of the alert definitions (:mod:`msec.apps.care.rules`:
+single, combined AND/OR within a window, absence, duration, each with a schedule) are
+evaluated on the same events and timers, their state kept in :attr:`HomeState.rules` so that
+they restart like the built-in conditions. Each home has a **profile**: the generic settings,
+the per device type limits, the person's own overrides, the alarm kinds switched off for
+the person, and the person's rule parameters (:meth:`CareEngine.configure`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from msec.apps.care.model import AlarmKind, CareSettings, SensorEvent
+from msec.apps.care.model import DEVICE_ROLES, AlarmKind, CareSettings, SensorEvent
+from msec.apps.care.rules import Definitions, Rule, check_settings
 
-__all__ = ["AlarmSink", "CareEngine", "HomeState", "Raised"]
+__all__ = ["AlarmSink", "CareEngine", "HomeState", "PersonConfig", "Raised"]
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +88,40 @@ class Raised:
     """One alarm the engine raised (what the sink accepted)."""
 
     home: str
-    kind: AlarmKind
+    kind: AlarmKind | str
     episode: str
     at: float
     trigger: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonConfig:
+    """A person's own configuration (what :meth:`CareEngine.configure` was given) and the
+    settings in force for them (the generic ones with ``overrides`` applied)."""
+
+    overrides: dict[str, Any]
+    disabled: frozenset[str]
+    rules: dict[str, dict[str, Any]]
+    settings: CareSettings
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "overrides": dict(self.overrides),
+            "disabled": sorted(self.disabled),
+            "rules": {k: dict(v) for k, v in self.rules.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    """Everything the engine applies to one home, computed once per configuration."""
+
+    settings: CareSettings
+    offline_s: dict[str, float]  # per role
+    low_battery_pct: dict[str, float]  # per role
+    rules: tuple[Rule, ...]
+    by_key: dict[str, tuple[Rule, ...]]  # role/service/resource -> rules reading it
+    disabled: frozenset[str]
 
 
 @dataclass
@@ -100,6 +139,11 @@ class HomeState:
     last_seq: dict[str, int] = field(default_factory=dict)
     #: The local date (ISO) whose morning check is scheduled or done.
     morning_for: str | None = None
+    #: Per role: since when it reports without a gap longer than its offline limit.
+    online_since: dict[str, float] = field(default_factory=dict)
+    #: Custom rules' state, per rule kind: ``m`` last match time per condition, ``h`` since
+    #: when the condition holds (single, duration), ``b`` the absence's baseline.
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,21 +151,30 @@ class HomeState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HomeState:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: copy.deepcopy(v) for k, v in data.items() if k in names})
 
 
 # Timer rules (what a due timer evaluates).
-_INACTIVITY, _MORNING, _OUT_OF_BED, _APPLIANCE, _OFFLINE = range(5)
+_INACTIVITY, _MORNING, _OUT_OF_BED, _APPLIANCE, _OFFLINE, _RULE = range(6)
 
 
 class CareEngine:
     """Evaluates the alarm conditions of many homes. Thread-safe (one lock)."""
 
-    def __init__(self, sink: AlarmSink, settings: CareSettings | None = None) -> None:
+    def __init__(
+        self,
+        sink: AlarmSink,
+        settings: CareSettings | None = None,
+        definitions: Definitions | None = None,
+    ) -> None:
         self.sink = sink
-        self.settings = settings or CareSettings()
+        self.definitions = definitions or Definitions()
+        self.settings = dataclasses.replace(settings or CareSettings(), **self.definitions.generic)
+        check_settings(self.settings)
         self.homes: dict[str, HomeState] = {}
-        self._own: dict[str, CareSettings] = {}
+        self._own: dict[str, PersonConfig] = {}
+        self._profiles: dict[str, _Profile] = {}
+        self._generic = self._profile(None)
         self._zones: dict[str, ZoneInfo] = {}
         self._timers: list[tuple[float, int, str, int, str]] = []
         self._order = itertools.count()
@@ -133,20 +186,108 @@ class CareEngine:
 
     # -- settings --------------------------------------------------------------------------------
 
-    def configure(self, home: str, **overrides: Any) -> CareSettings:
-        """The person's own settings (any :class:`CareSettings` field) over the generic ones;
-        timers are re-armed with them."""
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The custom rules of the alert definitions."""
+        return self.definitions.rules
+
+    def kinds(self) -> list[str]:
+        """Every alarm kind this engine can raise: the built-in ones, then the rules'."""
+        return [k.value for k in AlarmKind] + [r.kind for r in self.definitions.rules]
+
+    def configure(
+        self,
+        home: str,
+        *,
+        disabled: Iterable[str] = (),
+        rules: Mapping[str, Mapping[str, Any]] | None = None,
+        **overrides: Any,
+    ) -> PersonConfig:
+        """Replace the person's own configuration: ``overrides`` of any :class:`CareSettings`
+        field over the generic settings, the alarm kinds ``disabled`` for them, and their
+        ``rules`` parameters (``{kind: {"for_s": ..., "schedule": ...}}``). ``ValueError``
+        naming the setting, kind or rule for anything that cannot be used; nothing changes
+        then. Timers are re-armed with the new configuration."""
         with self._lock:
-            own = dataclasses.replace(self.settings, **overrides)
-            _check_settings(own)
-            self._own[home] = own
-            state = self.homes.get(home)
-            if state is not None:
-                self._arm_all(home, state)
-            return own
+            unknown = set(overrides) - {f.name for f in dataclasses.fields(CareSettings)}
+            if unknown:
+                raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            settings = dataclasses.replace(self.settings, **overrides)
+            check_settings(settings)
+            off = frozenset(disabled)
+            bad = off - set(self.kinds())
+            if bad:
+                raise ValueError(f"unknown alarm kind(s): {', '.join(sorted(bad))}")
+            params = {str(k): dict(v) for k, v in (rules or {}).items()}
+            for kind, values in params.items():
+                rule = self.definitions.rule(kind)
+                if rule is None:
+                    raise ValueError(f"no rule raises the kind {kind!r}")
+                rule.with_params(values)  # checks them
+            config = PersonConfig(dict(overrides), off, params, settings)
+            self._own[home] = config
+            self._profiles[home] = self._profile(config)
+            self._rearm()
+            return config
+
+    def forget(self, home: str) -> None:
+        """The person goes back to the generic configuration."""
+        with self._lock:
+            if self._own.pop(home, None) is not None:
+                self._profiles.pop(home, None)
+                self._rearm()
+
+    def person(self, home: str) -> PersonConfig:
+        """The person's own configuration (empty when they have none)."""
+        with self._lock:
+            own = self._own.get(home)
+            return own if own is not None else PersonConfig({}, frozenset(), {}, self.settings)
+
+    def set_generic(self, settings: CareSettings) -> None:
+        """New generic settings for everyone (people's own overrides still apply)."""
+        with self._lock:
+            check_settings(settings)
+            self.settings = settings
+            self._generic = self._profile(None)
+            for home, own in list(self._own.items()):
+                merged = dataclasses.replace(settings, **own.overrides)
+                check_settings(merged)
+                self._own[home] = dataclasses.replace(own, settings=merged)
+                self._profiles[home] = self._profile(self._own[home])
+            self._rearm()
 
     def settings_of(self, home: str) -> CareSettings:
-        return self._own.get(home, self.settings)
+        return self.profile(home).settings
+
+    def profile(self, home: str) -> _Profile:
+        return self._profiles.get(home, self._generic)
+
+    def _profile(self, own: PersonConfig | None) -> _Profile:
+        settings = own.settings if own is not None else self.settings
+        mine = own.overrides if own is not None else {}
+        offline: dict[str, float] = {}
+        battery: dict[str, float] = {}
+        types = self.definitions.device_types
+        for role in DEVICE_ROLES:  # the person's own value, else the type's, else generic
+            limits = {} if "offline_s" in mine else types.get(role, {})
+            offline[role] = limits.get("offline_s", settings.offline_s)
+            limits = {} if "low_battery_pct" in mine else types.get(role, {})
+            battery[role] = limits.get("low_battery_pct", settings.low_battery_pct)
+        rules = tuple(
+            r.with_params(own.rules[r.kind]) if own is not None and r.kind in own.rules else r
+            for r in self.definitions.rules
+        )
+        by_key: dict[str, list[Rule]] = {}
+        for rule in rules:
+            for key in {c.key for c in rule.conditions}:
+                by_key.setdefault(key, []).append(rule)
+        return _Profile(settings, offline, battery, rules, {k: tuple(v) for k, v in by_key.items()},
+                        own.disabled if own is not None else frozenset())  # fmt: skip
+
+    def _rearm(self) -> None:
+        self._timers = []
+        for home, state in self.homes.items():
+            self._arm_all(home, state)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -159,21 +300,26 @@ class CareEngine:
             state = self.homes.get(home)
             if state is None:
                 state = self.homes[home] = HomeState()
-            s = self.settings_of(home)
+            p = self.profile(home)
+            s = p.settings
             if event.seq <= state.last_seq.get(f"{role}/{event.service}/{event.resource}", -1):
                 return  # a duplicate delivery (QoS 1) or an old reading: nothing new
             state.last_seq[f"{role}/{event.service}/{event.resource}"] = event.seq
             was_seen = state.last_seen.get(role)
+            offline_s = p.offline_s.get(role, s.offline_s)
             if was_seen is None or t > was_seen:
                 # A device back after a silence: its earlier absence of events meant nothing.
-                if role == "motion" and (was_seen is None or t - was_seen >= s.offline_s):
-                    state.motion_online_since = t
+                if was_seen is None or t - was_seen >= offline_s:
+                    state.online_since[role] = t
+                    if role == "motion":
+                        state.motion_online_since = t
+                    self._rules_back(home, state, p, role, t)
                 state.last_seen[role] = t
-                self._push(t + s.offline_s, home, _OFFLINE, role)
+                self._push(t + offline_s, home, _OFFLINE, role)
             trigger = f"{event.device}/{event.seq}"
             key = (event.service, event.resource)
             if key == ("health", "battery"):
-                self._battery(home, state, s, role, float(event.value), t, trigger)
+                self._battery(home, state, p, role, float(event.value), t, trigger)
             elif key == ("motion", "detected"):
                 if bool(event.value) and (state.last_motion is None or t >= state.last_motion):
                     state.last_motion = t
@@ -199,6 +345,9 @@ class CareEngine:
                         self._push(t + s.appliance_s, home, _APPLIANCE, "")
                 else:
                     state.power_high_since = None
+            rules = p.by_key.get(f"{role}/{event.service}/{event.resource}")
+            if rules:
+                self._rules_event(home, state, p, rules, event, trigger)
             self._arm_morning(home, state, s, t)
             # Something that suppressed a condition may have changed (bed emptied, sensor
             # back): look at the absence conditions again now.
@@ -228,7 +377,8 @@ class CareEngine:
         state = self.homes.get(home)
         if state is None:
             return
-        s = self.settings_of(home)
+        p = self.profile(home)
+        s = p.settings
         if rule == _INACTIVITY:
             self._inactivity(home, state, s, at)
         elif rule == _MORNING:
@@ -238,18 +388,20 @@ class CareEngine:
         elif rule == _APPLIANCE:
             since = state.power_high_since
             due = since is not None and at - since >= s.appliance_s
-            if due and self._online(state, s, "plug", at):
+            if due and self._online(state, p, "plug", at):
                 self._raise(home, AlarmKind.APPLIANCE_ON, f"{since:.3f}", at,
                             {"since": since, "watts_above": s.appliance_w})  # fmt: skip
         elif rule == _OFFLINE:
             seen = state.last_seen.get(arg)
-            if seen is not None and at - seen >= s.offline_s:
+            if seen is not None and at - seen >= p.offline_s.get(arg, s.offline_s):
                 self._raise(home, AlarmKind.DEVICE_OFFLINE, f"{arg}:{seen:.3f}", at,
                             {"device": arg, "last_seen": seen})  # fmt: skip
+        elif rule == _RULE:
+            self._rule_due(home, state, p, arg, at)
 
-    def _online(self, state: HomeState, s: CareSettings, role: str, at: float) -> bool:
+    def _online(self, state: HomeState, p: _Profile, role: str, at: float) -> bool:
         seen = state.last_seen.get(role)
-        return seen is not None and at - seen < s.offline_s
+        return seen is not None and at - seen < p.offline_s.get(role, p.settings.offline_s)
 
     def _away(self, state: HomeState, s: CareSettings, at: float) -> bool:
         door = state.last_door_open
@@ -268,7 +420,7 @@ class CareEngine:
             self._night(s, at)
             or state.bed_occupied is not False
             or self._away(state, s, at)
-            or not self._online(state, s, "motion", at)
+            or not self._online(state, self.profile(home), "motion", at)
         ):
             return
         self._raise(home, AlarmKind.INACTIVITY, f"{baseline:.3f}", at,
@@ -292,7 +444,8 @@ class CareEngine:
         start = _at(datetime.fromisoformat(day).date(), s.morning_start, zone)
         moved = state.last_motion is not None and state.last_motion >= start
         watched = (  # the motion sensor reported the whole morning
-            self._online(state, s, "motion", at) and (state.motion_online_since or 0) <= start
+            self._online(state, self.profile(home), "motion", at)
+            and (state.motion_online_since or 0) <= start
         )
         if not moved and watched and not self._away(state, s, at):
             self._raise(home, AlarmKind.NO_MORNING_ACTIVITY, day, at,
@@ -315,7 +468,7 @@ class CareEngine:
                            _OUT_OF_BED, "")  # fmt: skip
             return
         since = max(state.bed_changed, night)
-        if at - since >= s.out_of_bed_s and self._online(state, s, "bed", at):
+        if at - since >= s.out_of_bed_s and self._online(state, self.profile(home), "bed", at):
             self._raise(home, AlarmKind.OUT_OF_BED, f"{since:.3f}", at,
                         {"empty_since": state.bed_changed, "night_from": night})  # fmt: skip
 
@@ -323,29 +476,123 @@ class CareEngine:
                     trigger: str) -> None:  # fmt: skip
         if self._night_start(s, t) is None or state.bed_occupied is not False:
             return
-        if not self._online(state, s, "bed", t):
+        if not self._online(state, self.profile(home), "bed", t):
             return
         episode = f"{state.bed_changed:.3f}" if state.bed_changed is not None else f"{t:.3f}"
         self._raise(home, AlarmKind.NIGHT_DOOR, episode, t,
                     {"door_opened": t, "bed_empty_since": state.bed_changed}, trigger)  # fmt: skip
 
-    def _battery(self, home: str, state: HomeState, s: CareSettings, role: str, level: float,
+    def _battery(self, home: str, state: HomeState, p: _Profile, role: str, level: float,
                  t: float, trigger: str) -> None:  # fmt: skip
-        if level >= s.low_battery_pct:
+        if level >= p.low_battery_pct.get(role, p.settings.low_battery_pct):
             state.battery_low_since.pop(role, None)
             return
         since = state.battery_low_since.setdefault(role, t)
         self._raise(home, AlarmKind.LOW_BATTERY, f"{role}:{since:.3f}", t,
                     {"device": role, "battery": level}, trigger)  # fmt: skip
 
-    def _raise(self, home: str, kind: AlarmKind, episode: str, at: float, detail: dict[str, Any],
-               trigger: str | None = None) -> None:  # fmt: skip
+    # -- custom rules ------------------------------------------------------------------------------
+
+    def _rules_event(self, home: str, state: HomeState, p: _Profile, rules: tuple[Rule, ...],
+                     event: SensorEvent, trigger: str) -> None:  # fmt: skip
+        key = f"{event.role}/{event.service}/{event.resource}"
+        t = event.t
+        for rule in rules:
+            st = state.rules.setdefault(rule.kind, {"m": [None] * len(rule.conditions)})
+            matched = False
+            for i, cond in enumerate(rule.conditions):
+                if cond.key != key:
+                    continue
+                if cond.matches(event.value):
+                    st["m"][i] = t
+                    matched = True
+            if rule.type in ("single", "duration"):
+                if not matched:
+                    st["h"] = None  # the condition stopped holding
+                    continue
+                if st.get("h") is None:
+                    st["h"] = t
+                    if rule.type == "duration":
+                        self._push(t + (rule.for_s or 0), home, _RULE, rule.kind)
+                if rule.type == "single" and self._scheduled(p.settings, rule.schedule, t):
+                    self._raise_rule(home, rule, st["h"], t, trigger, value=event.value)
+            elif rule.type == "absence":
+                if matched:
+                    st["b"] = t
+                    self._push(t + (rule.for_s or 0), home, _RULE, rule.kind)
+            elif matched and self._scheduled(p.settings, rule.schedule, t):
+                marks: list[float | None] = st["m"]
+                window = rule.window_s or 0
+                if rule.join == "any":
+                    self._raise_rule(home, rule, t, t, trigger, value=event.value)
+                elif all(m is not None and t - m <= window for m in marks):
+                    first = min(m for m in marks if m is not None)
+                    self._raise_rule(home, rule, first, t, trigger, value=event.value)
+
+    def _rules_back(self, home: str, state: HomeState, p: _Profile, role: str, t: float) -> None:
+        """``role`` starts reporting (again): absences on it are counted from now."""
+        for rule in p.rules:
+            if rule.type == "absence" and role in rule.roles:
+                st = state.rules.setdefault(rule.kind, {"m": [None] * len(rule.conditions)})
+                st["b"] = max(t, st.get("b") or t)
+                self._push(st["b"] + (rule.for_s or 0), home, _RULE, rule.kind)
+
+    def _rule_due(self, home: str, state: HomeState, p: _Profile, kind: str, at: float) -> None:
+        rule = next((r for r in p.rules if r.kind == kind), None)
+        st = state.rules.get(kind)
+        if rule is None or st is None or rule.for_s is None:
+            return
+        since = st.get("b") if rule.type == "absence" else st.get("h")
+        if since is None or at - since < rule.for_s:
+            return
+        if not all(self._online(state, p, role, at) for role in rule.roles):
+            return  # absence of data is not absence of events
+        if not self._scheduled(p.settings, rule.schedule, at):
+            self._push(self._next_scheduled(p.settings, rule.schedule, at), home, _RULE, kind)
+            return
+        self._raise_rule(home, rule, since, at, None)
+
+    def _raise_rule(self, home: str, rule: Rule, since: float, at: float, trigger: str | None,
+                    **extra: Any) -> None:  # fmt: skip
+        detail = {"rule": rule.label, "type": rule.type, "since": since, **extra}
+        self._raise(home, rule.kind, f"{since:.3f}", at, detail, trigger)
+
+    def _scheduled(self, s: CareSettings, schedule: str, t: float) -> bool:
+        if schedule == "always":
+            return True
+        if schedule in ("night", "day"):
+            return self._night(s, t) == (schedule == "night")
+        start, _, end = schedule.partition("-")
+        now = datetime.fromtimestamp(t, self._zone(s)).time()
+        a, b = _hm(start), _hm(end)
+        return a <= now < b if a < b else (now >= a or now < b)
+
+    def _next_scheduled(self, s: CareSettings, schedule: str, t: float) -> float:
+        """When ``schedule`` next begins after ``t``."""
+        if schedule == "night":
+            return self._next_night_start(s, t)
+        start = s.night_end if schedule == "day" else schedule.partition("-")[0]
+        zone = self._zone(s)
+        day = datetime.fromtimestamp(t, zone).date()
+        for offset in range(3):
+            at = _at(day + timedelta(days=offset), start, zone)
+            if at > t:
+                return at
+        raise AssertionError("no schedule start within three days")
+
+    def _raise(self, home: str, kind: AlarmKind | str, episode: str, at: float,
+               detail: dict[str, Any], trigger: str | None = None) -> None:  # fmt: skip
+        if kind in self.profile(home).disabled:
+            return  # switched off for this person
         try:
             stored = self.sink.raise_alarm(home, kind, episode, at=at, detail=detail,
                                            trigger=trigger)  # fmt: skip
         except Exception:  # the store may be away for a moment: the next check retries
             log.exception("raising %s for %s failed", kind, home)
-            self._push(at + 5.0, home, _RULE_OF.get(kind, _INACTIVITY), "")
+            if isinstance(kind, AlarmKind):
+                self._push(at + 5.0, home, _RULE_OF.get(kind, _INACTIVITY), "")
+            else:
+                self._push(at + 5.0, home, _RULE, kind)
             return
         if stored:
             raised = Raised(home, kind, episode, at, trigger)
@@ -399,18 +646,23 @@ class CareEngine:
             return {
                 "now": self.now,
                 "homes": {h: st.to_dict() for h, st in self.homes.items()},
-                "own": {h: dataclasses.asdict(s) for h, s in self._own.items()},
+                "people": {h: own.as_dict() for h, own in self._own.items()},
             }
 
     def restore(self, data: dict[str, Any]) -> None:
         """Load a :meth:`snapshot` and re-arm every timer from the state."""
         with self._lock:
             self.now = float(data.get("now", 0.0))
-            self._own = {h: CareSettings(**s) for h, s in data.get("own", {}).items()}
             self.homes = {h: HomeState.from_dict(st) for h, st in data.get("homes", {}).items()}
-            self._timers = []
-            for home, state in self.homes.items():
-                self._arm_all(home, state)
+            self._own = {}
+            self._profiles = {}
+            for home, own in data.get("people", {}).items():
+                try:
+                    self.configure(home, disabled=own.get("disabled", ()),
+                                   rules=own.get("rules"), **own.get("overrides", {}))  # fmt: skip
+                except ValueError as exc:  # e.g. a rule since removed from the definitions
+                    log.warning("care: %s's saved settings not applied: %s", home, exc)
+            self._rearm()
 
     def _arm_all(self, home: str, state: HomeState) -> None:
         s = self.settings_of(home)
@@ -422,8 +674,14 @@ class CareEngine:
             self._arm_out_of_bed(home, state, s, max(state.bed_changed, self.now - s.out_of_bed_s))
         if state.power_high_since is not None:
             self._push(state.power_high_since + s.appliance_s, home, _APPLIANCE, "")
+        p = self.profile(home)
         for role, seen in state.last_seen.items():
-            self._push(seen + s.offline_s, home, _OFFLINE, role)
+            self._push(seen + p.offline_s.get(role, s.offline_s), home, _OFFLINE, role)
+        for rule in p.rules:
+            st = state.rules.get(rule.kind)
+            since = None if st is None else st.get("b" if rule.type == "absence" else "h")
+            if since is not None and rule.for_s is not None:
+                self._push(since + rule.for_s, home, _RULE, rule.kind)
         if state.morning_for is not None:
             day = datetime.fromisoformat(state.morning_for).date()
             self._push(_at(day, s.morning_end, self._zone(s)), home, _MORNING, state.morning_for)
@@ -455,19 +713,3 @@ def _hm(text: str) -> time:
 def _at(day: Any, hm: str, zone: ZoneInfo) -> float:
     """The Unix time of local ``hm`` on ``day`` in ``zone``."""
     return datetime.combine(day, _hm(hm), zone).timestamp()
-
-
-def _check_settings(s: CareSettings) -> None:
-    for name in ("night_start", "night_end", "morning_start", "morning_end"):
-        value = getattr(s, name)
-        try:
-            _hm(value)
-        except (ValueError, AttributeError):
-            raise ValueError(f"{name} must be a local time HH:MM, not {value!r}") from None
-    for f in dataclasses.fields(s):
-        value = getattr(s, f.name)
-        if f.name.endswith(("_s", "_pct", "_w")) and (
-            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
-        ):
-            raise ValueError(f"{f.name} must be a positive number, not {value!r}")
-    ZoneInfo(s.timezone)

@@ -115,6 +115,17 @@ KIND_WORDS: Final[dict[AlarmKind, tuple[str, str]]] = {
     ),
 }
 
+
+def kind_words(kind: str, detail: Any = None) -> tuple[str, str]:
+    """(title, sentence) of an alarm kind; a custom rule's alarm is told by its label."""
+    try:
+        return KIND_WORDS[AlarmKind(kind)]
+    except ValueError:
+        label = detail.get("rule") if isinstance(detail, dict) else None
+        title = _one_line(str(label or kind), 120)
+        return title, f'The alert rule "{title}" was triggered.'
+
+
 _MAX_EMAIL: Final = 254
 _MAX_URL: Final = 1000
 _MAX_NAME: Final = 200
@@ -519,8 +530,7 @@ class SmtpSender:
         """The mail for ``delivery``. Names and the home are reduced to one line of printable
         text, so nothing a recipient is called can add a header or a recipient."""
         alarm = delivery.payload["alarm"]
-        kind = AlarmKind(alarm["kind"])
-        title, sentence = KIND_WORDS[kind]
+        title, sentence = kind_words(str(alarm["kind"]), alarm.get("detail"))
         home = _one_line(str(alarm["home"]), 64)
         level = int(alarm["level"])
         headline = _headline(delivery.event, level, bool(alarm.get("false_positive")))

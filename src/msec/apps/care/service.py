@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from msec.apps.care.engine import CareEngine
 from msec.apps.care.model import CareSettings, SensorEvent, split_device
+from msec.apps.care.rules import Definitions
 from msec.companion.base import split_record_ref
 from msec.companion.errors import CompanionError
 from msec.tlog.sql import MAX_ENTRIES_PER_READ
@@ -152,12 +153,13 @@ class CareService:
         alarms: SqlAlarms,
         settings: CareSettings | None = None,
         *,
+        definitions: Definitions | None = None,
         clock: Callable[[], float] = time.time,
         escalate: bool = True,
     ) -> None:
         self.platform = platform
         self.alarms = alarms
-        self.engine = CareEngine(alarms, settings)
+        self.engine = CareEngine(alarms, settings, definitions)
         self.clock = clock
         self.escalate = escalate
         self.feed = CareFeed(platform)
