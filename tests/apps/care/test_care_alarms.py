@@ -289,6 +289,18 @@ def test_escalation_once_per_period(alarms: SqlAlarms) -> None:
     ]
 
 
+def test_escalation_can_be_limited_to_some_homes_or_exclude_them(alarms: SqlAlarms) -> None:
+    mine, others = raise_one(alarms, "h1"), raise_one(alarms, "h2")
+    late = T0 + ESCALATE
+    assert alarms.escalate_due(at=late, after_s=ESCALATE, exclude=["h1"]) == [
+        alarms.get(others.id)
+    ]
+    assert [a.id for a in alarms.escalate_due(at=late, after_s=ESCALATE, homes=["h1"])] == [
+        mine.id
+    ]
+    assert alarms.escalate_due(at=late, after_s=ESCALATE) == []
+
+
 def test_after_an_outage_each_call_escalates_one_level(alarms: SqlAlarms) -> None:
     raise_one(alarms)
     late = T0 + 10 * ESCALATE

@@ -132,3 +132,23 @@ def test_the_runtime_stores_home_readings_as_personal_data(tmp_path: Path) -> No
         assert f"*-{role}/*/*" in settings.sensitive.resources
     again = with_app_patterns(settings)
     assert again.sensitive.resources == settings.sensitive.resources  # added once
+
+
+def test_a_persons_own_escalation_delay_is_used_for_their_alarms(platform: Platform) -> None:
+    alarms = SqlAlarms(platform.engine)
+    alarms.create_schema()
+    now = [1_800_000_000.0]
+    service = CareService(platform, alarms, clock=lambda: now[0])
+    service.create_schema()
+    service.engine.configure("home-0001", escalate_after_s=60)
+    service.engine.configure("home-0002", inactivity_s=7200)  # the generic 15 min for her
+    for home in ("home-0001", "home-0002", "home-0003"):
+        alarms.raise_alarm(home, AlarmKind.INACTIVITY, "e", at=now[0], detail={})
+    now[0] += 61
+    service.step()
+    levels = {a.home: a.level for a in alarms.active()}
+    assert levels == {"home-0001": 1, "home-0002": 0, "home-0003": 0}
+    now[0] += 900
+    service.step()
+    levels = {a.home: a.level for a in alarms.active()}
+    assert levels == {"home-0001": 2, "home-0002": 1, "home-0003": 1}

@@ -38,7 +38,7 @@ import math
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
@@ -407,10 +407,18 @@ class SqlAlarms:
         self._emit("note", [alarm])
         return alarm
 
-    def escalate_due(self, *, at: float | None = None, after_s: float) -> list[Alarm]:
+    def escalate_due(
+        self,
+        *,
+        at: float | None = None,
+        after_s: float,
+        homes: Collection[str] | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Alarm]:
         """Escalate every alarm still ``raised`` (nobody acknowledged it) for which
         ``raised_at + after_s * (level + 1) <= at``: its level grows by one. Return them,
-        oldest first; :attr:`on_change` hears ``"escalated"`` for each.
+        oldest first; :attr:`on_change` hears ``"escalated"`` for each. Only the alarms of
+        ``homes`` if given, and none of ``exclude`` (people with their own delay).
 
         Each level is reached once, however many callers run it at the same time. One call
         raises a level by one at most: after a long outage, successive calls catch up one
@@ -429,6 +437,10 @@ class SqlAlarms:
             a.state == "raised",
             a.raised_at + sa.literal(float(after_s), sa.Double) * (a.level + 1) <= now,
         )
+        if homes is not None:
+            due = due.where(a.home.in_(list(homes)))
+        if exclude:
+            due = due.where(a.home.not_in(list(exclude)))
         # Callers tick often (the care service several times a second): look before taking
         # the write lock, which almost every tick would take for nothing.
         with self._engine.connect() as conn:

@@ -256,6 +256,11 @@ class CareEngine:
                 self._profiles[home] = self._profile(self._own[home])
             self._rearm()
 
+    def escalation_delays(self) -> dict[str, float]:
+        """``escalate_after_s`` of every person with their own configuration."""
+        with self._lock:
+            return {home: own.settings.escalate_after_s for home, own in self._own.items()}
+
     def settings_of(self, home: str) -> CareSettings:
         return self.profile(home).settings
 

@@ -208,9 +208,21 @@ class CareService:
         now = self.clock()
         self.engine.tick(now)
         if self.escalate:
-            self.alarms.escalate_due(at=now, after_s=self.engine.settings.escalate_after_s)
+            self._escalate(now)
         self.events_seen += seen
         return seen
+
+    def _escalate(self, now: float) -> None:
+        """Unacknowledged alarms go up a level after the generic delay, or the person's."""
+        generic = self.engine.settings.escalate_after_s
+        own: dict[float, list[str]] = {}
+        for home, delay in self.engine.escalation_delays().items():
+            if delay != generic:
+                own.setdefault(delay, []).append(home)
+        exclude = [home for homes in own.values() for home in homes]
+        self.alarms.escalate_due(at=now, after_s=generic, exclude=exclude)
+        for delay, homes in own.items():
+            self.alarms.escalate_due(at=now, after_s=delay, homes=homes)
 
     def start(self) -> None:
         self.create_schema()
@@ -235,4 +247,3 @@ class CareService:
             self.save()
         except Exception:
             log.exception("care engine: the final snapshot was not saved")
-
