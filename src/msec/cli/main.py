@@ -396,3 +396,78 @@ def bench_web(
                                   f"p95 {figures['p95_ms']} ms")  # fmt: skip
             else:
                 console.print(f"{key:>30}: {value}")
+
+
+@bench_app.command("care")
+def bench_care(
+    homes: Annotated[int, typer.Option("--homes", min=1, help="Homes (five devices each).")] = 200,
+    speed: Annotated[
+        float, typer.Option("--speed", min=0.01, help="Simulated seconds per real second.")
+    ] = 60.0,
+    hours: Annotated[
+        float,
+        typer.Option(
+            "--hours",
+            min=1.0,
+            max=24.0,
+            help="Simulated span (all 7 incident kinds fit from 4.7 h on).",
+        ),
+    ] = 5.0,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Restart the platform in the middle of the run.")
+    ] = False,
+    incident_share: Annotated[
+        float,
+        typer.Option("--incident-share", min=0.0, max=1.0, help="Share of homes with an incident."),
+    ] = 0.2,
+    publishers: Annotated[
+        int, typer.Option("--publishers", min=1, max=32, help="Device publisher processes.")
+    ] = 2,
+    broker: Annotated[str, typer.Option("--broker", help="mosquitto or embedded")] = "mosquitto",
+    workers: Annotated[int, typer.Option("--workers", min=1, max=16)] = 2,
+    database: Annotated[str, typer.Option("--database", help="sqlite or postgresql")] = "sqlite",
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="An empty database to use instead (SQLAlchemy URL)."),
+    ] = None,
+    poll_ms: Annotated[
+        float, typer.Option("--poll-ms", min=1.0, help="How often the API is polled.")
+    ] = 50.0,
+    seed: Annotated[int, typer.Option("--seed", help="The simulator's seed.")] = 1,
+    keep: Annotated[
+        Path | None,
+        typer.Option("--keep", help="Run in this new directory and leave it (for a look after)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Connected Care homes on simulated time through devices, MQTT, ingest, the companion
+    store, the log and the alarm engine to the API: missed and false alarms, latency, loss."""
+    from msec.bench.care import run_care_bench
+
+    if broker not in ("embedded", "mosquitto"):
+        raise typer.BadParameter("embedded or mosquitto", param_hint="--broker")
+    if database not in ("sqlite", "postgresql"):
+        raise typer.BadParameter("sqlite or postgresql", param_hint="--database")
+    if restart and broker != "mosquitto":
+        raise typer.BadParameter("--restart needs --broker mosquitto", param_hint="--restart")
+    result = run_care_bench(
+        homes=homes,
+        speed=speed,
+        hours=hours,
+        restart=restart,
+        incident_share=incident_share,
+        publishers=publishers,
+        broker=broker,
+        workers=workers,
+        database=database,
+        database_url=database_url,
+        poll_ms=poll_ms,
+        seed=seed,
+        keep=keep,
+        progress=None if as_json else console,
+    )
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>26}: {value}")

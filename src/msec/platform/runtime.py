@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -43,7 +44,8 @@ from msec.web.ui import WebUi
 log = logging.getLogger(__name__)
 
 #: Entry point group of the pilots' applications: ``name = "module:install"``, where
-#: ``install(app, ui, platform, feed)`` adds the app's pages and returns its object.
+#: ``install(app, ui, platform, feed)`` adds the app's pages and returns its object; an app
+#: that keeps time reads ``app.state.clock`` (see :attr:`Runtime.clock`).
 APPS_GROUP: Final = "msec.apps"
 
 
@@ -51,11 +53,19 @@ class Runtime:
     """One running installation. ``start()``, then ``wait(duration)``, then ``stop()``."""
 
     def __init__(
-        self, settings: Settings, *, simulate: bool = False, sim_interval_s: float | None = None
+        self,
+        settings: Settings,
+        *,
+        simulate: bool = False,
+        sim_interval_s: float | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         settings = with_app_patterns(settings)
         self.settings = settings
         self.simulate = simulate
+        #: The apps' clock, given to them as ``app.state.clock`` before they are installed:
+        #: the wall clock, unless a benchmark runs them on simulated time.
+        self.clock: Callable[[], float] = clock or time.time
         #: Seconds between two readings of each simulated device (None: the demo's 10 s).
         self.sim_interval_s = sim_interval_s
         self.platform = Platform.open(settings)
@@ -131,6 +141,16 @@ class Runtime:
             fleet.prepare()
             self._simulated = [device.name for device, _ in fleet.devices]
             self._threads.append(threading.Thread(target=fleet.run, name="simulators", daemon=True))
+            if "care" in self.apps:  # Pilot 2's homes, when Connected Care is installed
+                from msec.platform.care_demo import CareFleet
+
+                homes = CareFleet(self.platform, self.settings, self.mqtt_host, self.mqtt_port,
+                                  "device", secrets["mqtt_device"], self._stop)  # fmt: skip
+                if self.sim_interval_s is not None:
+                    homes.interval_s = self.sim_interval_s
+                homes.prepare()
+                self._threads.append(threading.Thread(target=homes.run, name="care-homes",
+                                                      daemon=True))  # fmt: skip
         monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._threads.append(monitor)
         checkpointer = threading.Thread(
@@ -219,6 +239,7 @@ class Runtime:
             trust=self.platform.trust,
             ui=self.ui,
         )
+        app.state.clock = self.clock
         for entry in sorted(entry_points(group=APPS_GROUP), key=lambda e: e.name):
             # Apps depend on the platform, never the reverse: they are found, not imported.
             self.apps[entry.name] = entry.load()(app, self.ui, self.platform, self.feed)

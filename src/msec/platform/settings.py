@@ -153,6 +153,8 @@ class CareSettingsFile(BaseModel):
     alerts: Path | None = None
     #: How often an anonymised dataset per sensor type is published (0: never).
     dataset_every_s: float = Field(86400.0, ge=0)
+    #: The operators' desk: e-mail addresses told of every home's alarms (needs SMTP).
+    desk: list[str] = Field(default_factory=list)
     smtp: CareSmtpSettings = CareSmtpSettings()
 
 

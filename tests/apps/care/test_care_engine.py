@@ -226,3 +226,23 @@ def test_a_restart_loses_and_duplicates_nothing(engine: CareEngine, sink: Sink) 
     home.engine, home.seq, home.t = third, seq, t
     home.advance(at("2026-03-02 15:00"))
     assert sink.kinds() == [AlarmKind.INACTIVITY]
+
+
+def test_readings_stored_out_of_order_still_count(engine: CareEngine, sink: Sink) -> None:
+    """Two ingest workers may commit a device's door close before its open: the open,
+    arriving late with a lower sequence number, still raises the night door alarm."""
+    home = Home(engine)
+    start_day(home)
+    home.state["bed"] = False
+    home.advance(at("2026-03-02 23:50"))
+    door = f"{HOME}-door"
+    opened, closed = at("2026-03-03 00:10"), at("2026-03-03 00:11")
+    engine.observe(SensorEvent(HOME, "door", door, "contact", "open", False, closed, 10_001))
+    assert AlarmKind.NIGHT_DOOR not in sink.kinds()
+    engine.observe(SensorEvent(HOME, "door", door, "contact", "open", True, opened, 10_000))
+    assert sink.kinds().count(AlarmKind.NIGHT_DOOR) == 1
+    assert engine.homes[HOME].last_door_open == opened
+    # A late motion also moves the inactivity clock.
+    engine.observe(SensorEvent(HOME, "motion", f"{HOME}-motion", "motion", "detected", True,
+                               at("2026-03-03 00:12"), 1))  # fmt: skip
+    assert engine.homes[HOME].last_motion == at("2026-03-03 00:12")

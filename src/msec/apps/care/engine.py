@@ -67,7 +67,7 @@ from zoneinfo import ZoneInfo
 from msec.apps.care.model import DEVICE_ROLES, AlarmKind, CareSettings, SensorEvent
 from msec.apps.care.rules import Definitions, Rule, check_settings
 
-__all__ = ["AlarmSink", "CareEngine", "HomeState", "PersonConfig", "Raised"]
+__all__ = ["AlarmSink", "CareEngine", "HomeState", "PersonConfig", "Profile", "Raised"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class PersonConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class _Profile:
+class Profile:
     """Everything the engine applies to one home, computed once per configuration."""
 
     settings: CareSettings
@@ -139,6 +139,9 @@ class HomeState:
     last_seq: dict[str, int] = field(default_factory=dict)
     #: The local date (ISO) whose morning check is scheduled or done.
     morning_for: str | None = None
+    #: Per role: the last battery level (%) and signal strength (dBm) reported.
+    battery: dict[str, float] = field(default_factory=dict)
+    rssi: dict[str, float] = field(default_factory=dict)
     #: Per role: since when it reports without a gap longer than its offline limit.
     online_since: dict[str, float] = field(default_factory=dict)
     #: Custom rules' state, per rule kind: ``m`` last match time per condition, ``h`` since
@@ -173,7 +176,7 @@ class CareEngine:
         check_settings(self.settings)
         self.homes: dict[str, HomeState] = {}
         self._own: dict[str, PersonConfig] = {}
-        self._profiles: dict[str, _Profile] = {}
+        self._profiles: dict[str, Profile] = {}
         self._generic = self._profile(None)
         self._zones: dict[str, ZoneInfo] = {}
         self._timers: list[tuple[float, int, str, int, str]] = []
@@ -227,7 +230,7 @@ class CareEngine:
             config = PersonConfig(dict(overrides), off, params, settings)
             self._own[home] = config
             self._profiles[home] = self._profile(config)
-            self._rearm()
+            self._rearm_home(home)
             return config
 
     def forget(self, home: str) -> None:
@@ -235,7 +238,7 @@ class CareEngine:
         with self._lock:
             if self._own.pop(home, None) is not None:
                 self._profiles.pop(home, None)
-                self._rearm()
+                self._rearm_home(home)
 
     def person(self, home: str) -> PersonConfig:
         """The person's own configuration (empty when they have none)."""
@@ -264,10 +267,10 @@ class CareEngine:
     def settings_of(self, home: str) -> CareSettings:
         return self.profile(home).settings
 
-    def profile(self, home: str) -> _Profile:
+    def profile(self, home: str) -> Profile:
         return self._profiles.get(home, self._generic)
 
-    def _profile(self, own: PersonConfig | None) -> _Profile:
+    def _profile(self, own: PersonConfig | None) -> Profile:
         settings = own.settings if own is not None else self.settings
         mine = own.overrides if own is not None else {}
         offline: dict[str, float] = {}
@@ -286,8 +289,16 @@ class CareEngine:
         for rule in rules:
             for key in {c.key for c in rule.conditions}:
                 by_key.setdefault(key, []).append(rule)
-        return _Profile(settings, offline, battery, rules, {k: tuple(v) for k, v in by_key.items()},
+        return Profile(settings, offline, battery, rules, {k: tuple(v) for k, v in by_key.items()},
                         own.disabled if own is not None else frozenset())  # fmt: skip
+
+    def _rearm_home(self, home: str) -> None:
+        """Arm ``home``'s timers with its new profile. Timers armed before stay in the queue:
+        each check re-evaluates the condition from the state, so a stale one finds nothing
+        (re-arming every home for each person would make a start with many people slow)."""
+        state = self.homes.get(home)
+        if state is not None:
+            self._arm_all(home, state)
 
     def _rearm(self) -> None:
         self._timers = []
@@ -308,7 +319,11 @@ class CareEngine:
             p = self.profile(home)
             s = p.settings
             if event.seq <= state.last_seq.get(f"{role}/{event.service}/{event.resource}", -1):
-                return  # a duplicate delivery (QoS 1) or an old reading: nothing new
+                # A duplicate delivery (QoS 1), or a reading stored after a later one (ingest
+                # workers commit in parallel): the state it would set is older than the one
+                # known, but a sign of life (motion, the door opening) still counts.
+                self._late(home, state, event)
+                return
             state.last_seq[f"{role}/{event.service}/{event.resource}"] = event.seq
             was_seen = state.last_seen.get(role)
             offline_s = p.offline_s.get(role, s.offline_s)
@@ -324,7 +339,10 @@ class CareEngine:
             trigger = f"{event.device}/{event.seq}"
             key = (event.service, event.resource)
             if key == ("health", "battery"):
+                state.battery[role] = float(event.value)
                 self._battery(home, state, p, role, float(event.value), t, trigger)
+            elif key == ("health", "rssi"):
+                state.rssi[role] = float(event.value)
             elif key == ("motion", "detected"):
                 if bool(event.value) and (state.last_motion is None or t >= state.last_motion):
                     state.last_motion = t
@@ -359,6 +377,25 @@ class CareEngine:
             self._check(home, _INACTIVITY, "", t)
             self._check(home, _OUT_OF_BED, "", t)
             self._check(home, _APPLIANCE, "", t)
+
+    def _late(self, home: str, state: HomeState, event: SensorEvent) -> None:
+        if (event.service, event.resource) not in (("motion", "detected"), ("contact", "open")):
+            return
+        if not bool(event.value):
+            return
+        t = event.t
+        s = self.settings_of(home)
+        if event.service == "motion":
+            if state.last_motion is None or t > state.last_motion:
+                state.last_motion = t
+                self._push(t + s.inactivity_s, home, _INACTIVITY, "")
+            return
+        if state.last_door_open is None or t > state.last_door_open:
+            state.last_door_open = t
+            self._push(t + s.inactivity_s, home, _INACTIVITY, "")
+        # Night door: only if the bed was already empty when the door opened.
+        if state.bed_changed is not None and state.bed_changed <= t:
+            self._night_door(home, state, s, t, f"{event.device}/{event.seq}")
 
     def tick(self, now: float) -> None:
         """Fire every timer due by ``now``, each evaluated at its own due time."""
@@ -404,7 +441,7 @@ class CareEngine:
         elif rule == _RULE:
             self._rule_due(home, state, p, arg, at)
 
-    def _online(self, state: HomeState, p: _Profile, role: str, at: float) -> bool:
+    def _online(self, state: HomeState, p: Profile, role: str, at: float) -> bool:
         seen = state.last_seen.get(role)
         return seen is not None and at - seen < p.offline_s.get(role, p.settings.offline_s)
 
@@ -487,7 +524,7 @@ class CareEngine:
         self._raise(home, AlarmKind.NIGHT_DOOR, episode, t,
                     {"door_opened": t, "bed_empty_since": state.bed_changed}, trigger)  # fmt: skip
 
-    def _battery(self, home: str, state: HomeState, p: _Profile, role: str, level: float,
+    def _battery(self, home: str, state: HomeState, p: Profile, role: str, level: float,
                  t: float, trigger: str) -> None:  # fmt: skip
         if level >= p.low_battery_pct.get(role, p.settings.low_battery_pct):
             state.battery_low_since.pop(role, None)
@@ -498,7 +535,7 @@ class CareEngine:
 
     # -- custom rules ------------------------------------------------------------------------------
 
-    def _rules_event(self, home: str, state: HomeState, p: _Profile, rules: tuple[Rule, ...],
+    def _rules_event(self, home: str, state: HomeState, p: Profile, rules: tuple[Rule, ...],
                      event: SensorEvent, trigger: str) -> None:  # fmt: skip
         key = f"{event.role}/{event.service}/{event.resource}"
         t = event.t
@@ -534,7 +571,7 @@ class CareEngine:
                     first = min(m for m in marks if m is not None)
                     self._raise_rule(home, rule, first, t, trigger, value=event.value)
 
-    def _rules_back(self, home: str, state: HomeState, p: _Profile, role: str, t: float) -> None:
+    def _rules_back(self, home: str, state: HomeState, p: Profile, role: str, t: float) -> None:
         """``role`` starts reporting (again): absences on it are counted from now."""
         for rule in p.rules:
             if rule.type == "absence" and role in rule.roles:
@@ -542,7 +579,7 @@ class CareEngine:
                 st["b"] = max(t, st.get("b") or t)
                 self._push(st["b"] + (rule.for_s or 0), home, _RULE, rule.kind)
 
-    def _rule_due(self, home: str, state: HomeState, p: _Profile, kind: str, at: float) -> None:
+    def _rule_due(self, home: str, state: HomeState, p: Profile, kind: str, at: float) -> None:
         rule = next((r for r in p.rules if r.kind == kind), None)
         st = state.rules.get(kind)
         if rule is None or st is None or rule.for_s is None:

@@ -1,15 +1,19 @@
 """Connected Care's portal: the live board of alarms for operators, and caregivers' view.
 
-``/care`` lists the active alarms first (newest first) and each home's latest activity from
-the engine's state (last motion, bed, door, devices reporting); operators acknowledge and
-resolve alarms there with a note (``POST /care/alarms/{id}/acknowledge|resolve``). A caregiver
-sees the same board for the homes whose person granted them access, and cannot handle
-alarms. The board refreshes itself by server-sent events (``/care/live``) when an alarm
-changes or activity arrives.
+``/care`` lists the active alarms first (raised before acknowledged, newest first) and each
+home's latest activity from the engine's state (last motion, bed, door, devices reporting),
+each home linking to its person's page (:mod:`msec.apps.care.portal`). Operators and admins
+acknowledge and resolve alarms there with a note (``POST /care/alarms/{id}/acknowledge|
+resolve``). A caregiver sees the same board for the homes whose person granted them access,
+and cannot handle alarms. The board refreshes itself by server-sent events (``/care/live``)
+when an alarm changes after the version the page was rendered with.
 """
+
+from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -20,13 +24,19 @@ from msec.access.model import Verb
 from msec.apps.care.alarms import Alarm, AlarmStateError, SqlAlarms
 from msec.apps.care.api import alarm_target
 from msec.apps.care.engine import CareEngine
+from msec.apps.care.model import AlarmKind
 from msec.web.live import sse_event
-from msec.web.ui import StaffRoles, Viewer, ViewerDep, WebUi
+from msec.web.ui import Viewer, ViewerDep, WebUi
 
-__all__ = ["add_care_pages"]
+__all__ = ["CARE_ROLES", "CARE_STAFF", "add_care_pages", "homes_seen", "kind_labels"]
 
+#: Who sees the board (caregivers: only the homes that granted them access).
 CARE_ROLES: Final = frozenset({"operator", "admin", "caregiver"})
+#: Who handles alarms and manages people, devices and alerts (caregivers only look).
+CARE_STAFF: Final = frozenset({"operator", "admin"})
 _REFRESH_S: Final = 1.0
+#: The most homes the board lists (those with alarms first).
+BOARD_HOMES: Final = 200
 
 
 def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngine) -> None:
@@ -37,11 +47,14 @@ def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngin
 
     def board(request: Request, viewer: Viewer) -> dict[str, Any]:
         active = [a for a in alarms.active() if may(request, viewer, a.home, Verb.GET)]
+        per_home = Counter(a.home for a in active)
         now = time.time()
+        visible = [h for h in homes_seen(engine) if may(request, viewer, h, Verb.GET)]
+        # Homes with alarms first; a provider with thousands of homes finds the others under
+        # People (/care/homes), so the board stays quick to draw and to refresh.
+        visible.sort(key=lambda h: (-per_home[h], h))
         homes = []
-        for home in sorted(engine.homes_seen()):
-            if not may(request, viewer, home, Verb.GET):
-                continue
+        for home in visible[:BOARD_HOMES]:
             state = engine.homes[home]
             seen = state.last_seen
             homes.append({
@@ -51,23 +64,26 @@ def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngin
                 "last_door": state.last_door_open,
                 "reporting": sum(1 for t in seen.values() if now - t < 1800),
                 "devices": len(seen),
-                "alarms": sum(1 for a in active if a.home == home),
+                "alarms": per_home[home],
             })  # fmt: skip
-        homes.sort(key=lambda h: (-h["alarms"], h["home"]))
-        return {"active": active, "homes": homes, "handles": viewer.has_role(*StaffRoles)}
+        return {"active": active, "homes": homes, "more_homes": len(visible) - len(homes),
+                "handles": viewer.has_role(*CARE_STAFF), "labels": kind_labels(viewer, engine)}
 
     @app.get("/care", response_class=HTMLResponse, include_in_schema=False)
     def care_board(request: Request, viewer: ViewerDep) -> Response:
         ui.require(request, viewer, CARE_ROLES)
+        count, newest = alarms.version()  # read first: a change while rendering is sent
         return ui.render(request, viewer, "care/board.html", title=viewer.t("care.title"),
-                         **board(request, viewer))  # fmt: skip
+                         since=f"{count}-{newest}", **board(request, viewer))  # fmt: skip
 
     @app.get("/care/live", include_in_schema=False)
-    async def care_live(request: Request, viewer: ViewerDep) -> Response:
+    async def care_live(request: Request, viewer: ViewerDep, since: str = "") -> Response:
+        """The board again whenever an alarm changes after ``since`` (the alarms' version
+        the page was rendered with; none: at once)."""
         ui.require(request, viewer, CARE_ROLES)
 
         async def stream() -> AsyncIterator[str]:
-            last: tuple[int, int] | None = None
+            last = _version(since)
             yield "retry: 2000\n\n"
             quiet = 0.0
             while not await request.is_disconnected():
@@ -89,7 +105,7 @@ def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngin
 
     async def handle(request: Request, viewer: Viewer, alarm_id: str, action: str) -> Response:
         form = await ui.form(request, viewer)
-        ui.require(request, viewer, StaffRoles)
+        ui.require(request, viewer, CARE_STAFF)
         alarm = alarms.get(int(alarm_id)) if alarm_id.isdigit() and len(alarm_id) < 18 else None
         if alarm is None or not may(request, viewer, alarm.home, Verb.GET):
             raise HTTPException(404, viewer.t("care.no_alarm"))
@@ -114,3 +130,29 @@ def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngin
     @app.post("/care/alarms/{alarm_id}/resolve", include_in_schema=False)
     async def resolve(request: Request, alarm_id: str, viewer: ViewerDep) -> Response:
         return await handle(request, viewer, alarm_id, "resolve")
+
+
+def _version(text: str) -> tuple[int, int] | None:
+    count, _, newest = text.partition("-")
+    if count.isdigit() and newest.isdigit() and len(text) < 40:
+        return int(count), int(newest)
+    return None
+
+
+def homes_seen(engine: CareEngine) -> list[str]:
+    """The homes the engine has heard of, sorted (read while its thread may add one)."""
+    for _ in range(5):
+        try:
+            return sorted(engine.homes_seen())
+        except RuntimeError:  # the dict grew during the copy: read again
+            continue
+    return []
+
+
+def kind_labels(viewer: Viewer, engine: CareEngine) -> dict[str, str]:
+    """Every alarm kind's name for people: the built-in ones translated, the custom rules'
+    labels from the alert definitions."""
+    labels = {k.value: viewer.t(f"alarm.{k.value}") for k in AlarmKind}
+    for rule in engine.rules:
+        labels.setdefault(rule.kind, rule.label)
+    return labels

@@ -224,9 +224,13 @@ class CareService:
         for delay, homes in own.items():
             self.alarms.escalate_due(at=now, after_s=delay, homes=homes)
 
-    def start(self) -> None:
+    def start(self, prepare: Callable[[], None] | None = None) -> None:
+        """Restore the saved state, call ``prepare`` (e.g. apply the people's stored settings
+        over the snapshot's), then run the engine in a thread."""
         self.create_schema()
         self.load()
+        if prepare is not None:
+            prepare()
         self._thread = threading.Thread(target=self._run, name="care-engine", daemon=True)
         self._thread.start()
 
