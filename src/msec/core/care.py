@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "DEVICE_ROLES",
     "HEARTBEAT_S",
     "AlarmKind",
+    "AlarmRequest",
     "CareSettings",
     "Incident",
     "SensorEvent",
@@ -113,6 +114,20 @@ class SensorEvent:
     value: float | int | bool
     t: float
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRequest:
+    """An alarm the engine asks its store to raise (see ``SqlAlarms.raise_alarms``): ``kind``
+    for ``home`` for the incident ``episode``, at ``at``, with what the engine saw
+    (``detail``) and the reading that triggered it, if one did."""
+
+    home: str
+    kind: AlarmKind | str
+    episode: str
+    at: float
+    detail: dict[str, Any] = field(default_factory=dict)
+    trigger: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

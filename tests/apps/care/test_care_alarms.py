@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+import msec.apps.care.alarms as alarms_module
 from msec.apps.care.alarms import (
     MAX_NOTE,
     Alarm,
@@ -18,7 +19,7 @@ from msec.apps.care.alarms import (
     UnknownAlarm,
     alarms_table,
 )
-from msec.apps.care.model import AlarmKind
+from msec.apps.care.model import AlarmKind, AlarmRequest
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 ESCALATE = 900.0
@@ -135,6 +136,59 @@ def test_custom_rule_kinds_are_stored_and_counted(alarms: SqlAlarms) -> None:
     assert [a.kind for a in alarms.active(kind="heater_on_long")] == ["heater_on_long"]
     assert alarms.counts()["raised"]["heater_on_long"] == 1
     assert alarms.get(stored.id).as_dict()["kind"] == "heater_on_long"
+
+
+def test_raise_alarms_stores_a_burst_in_one_write(alarms: SqlAlarms, engine: Engine) -> None:
+    transactions: list[str] = []
+    sa.event.listen(engine, "commit", lambda conn: transactions.append("commit"))
+    heard: list[tuple[str, int]] = []
+    alarms.on_change.append(lambda event, a: heard.append((event, a.id)))
+    already = raise_one(alarms, home="h9", episode="old")
+    transactions.clear()
+    heard.clear()
+    requests = [
+        AlarmRequest("h1", INACTIVITY, "e1", T0, {"hours": 3}, None),
+        AlarmRequest("h2", AlarmKind.NIGHT_DOOR, "e2", T0 + 1, {}, "h2-door/7"),
+        AlarmRequest("h1", INACTIVITY, "e3", T0 + 2),  # h1 already has one active: refused
+        AlarmRequest("h9", INACTIVITY, "new", T0 + 3),  # active since before: refused
+        AlarmRequest("h3\n", INACTIVITY, "e4", T0 + 4),  # unfit: logged, the others go on
+        AlarmRequest("h4", "heater_on_long", "e5", T0 + 5, {"rule": "Heater"}),
+    ]
+    results = alarms.raise_alarms(requests)
+    assert transactions == ["commit"]
+    assert [r is not None for r in results] == [True, True, False, False, False, True]
+    stored = [r for r in results if r is not None]
+    assert [(a.home, a.kind, a.episode, a.raised_at) for a in stored] == [
+        ("h1", INACTIVITY, "e1", T0),
+        ("h2", AlarmKind.NIGHT_DOOR, "e2", T0 + 1),
+        ("h4", "heater_on_long", "e5", T0 + 5),
+    ]
+    assert stored[1].trigger == "h2-door/7" and stored[0].detail == {"hours": 3}
+    assert heard == [("raised", a.id) for a in stored]
+    assert all([e.event for e in alarms.events(a.id)] == ["raised"] for a in stored)
+    assert {a.id for a in alarms.active()} == {already.id} | {a.id for a in stored}
+
+
+def test_raise_alarms_stores_nothing_when_the_database_fails(
+    alarms: SqlAlarms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def fail_on_the_second(*args: object, **kw: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise sa.exc.OperationalError("insert", {}, Exception("disk I/O error"))
+        saved(*args, **kw)
+
+    requests = [AlarmRequest(f"h{i}", INACTIVITY, "e", T0) for i in range(3)]
+    saved = alarms_module._add_event
+    monkeypatch.setattr(alarms_module, "_add_event", fail_on_the_second)
+    with pytest.raises(sa.exc.OperationalError):
+        alarms.raise_alarms(requests)
+    monkeypatch.undo()
+    assert alarms.history() == []  # the first one was rolled back with the rest
+    assert [a is not None for a in alarms.raise_alarms(requests)] == [True, True, True]
+    assert alarms.raise_alarms([]) == []
 
 
 @pytest.mark.parametrize(

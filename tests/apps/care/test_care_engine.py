@@ -6,7 +6,7 @@ import pytest
 from care_home import HOME, Home, Sink, at, start_day
 
 from msec.apps.care.engine import CareEngine
-from msec.apps.care.model import AlarmKind, SensorEvent
+from msec.apps.care.model import AlarmKind, AlarmRequest, SensorEvent
 
 
 @pytest.fixture
@@ -246,3 +246,83 @@ def test_readings_stored_out_of_order_still_count(engine: CareEngine, sink: Sink
     engine.observe(SensorEvent(HOME, "motion", f"{HOME}-motion", "motion", "detected", True,
                                at("2026-03-03 00:12"), 1))  # fmt: skip
     assert engine.homes[HOME].last_motion == at("2026-03-03 00:12")
+
+
+class BatchSink(Sink):
+    """A sink that also takes several alarms at once, as ``SqlAlarms.raise_alarms`` does."""
+
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def raise_alarms(self, requests: list[AlarmRequest]) -> list[bool]:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("the database is away")
+        self.batches.append(len(requests))
+        return [self.raise_alarm(r.home, r.kind, r.episode, at=r.at, detail=r.detail,
+                                 trigger=r.trigger) for r in requests]  # fmt: skip
+
+
+def sleepy_homes(engine: CareEngine, n: int) -> list[Home]:
+    """``n`` homes whose person stays in bed past 10:00 (no morning activity)."""
+    homes = [Home(engine, f"h{i}") for i in range(n)]
+    for home in homes:
+        home.t = at("2026-03-02 20:00")
+        home.set("motion", True, at("2026-03-02 22:00"))
+        home.set("bed", True, at("2026-03-02 22:30"))
+        home.advance(at("2026-03-03 09:59"))
+    return homes
+
+
+def test_alarms_due_together_reach_the_sink_in_one_batch() -> None:
+    sink = BatchSink()
+    engine = CareEngine(sink)
+    engine.keep_raised = True
+    heard: list[str] = []
+    engine.listeners.append(lambda raised: heard.append(raised.home))
+    sleepy_homes(engine, 5)
+    assert sink.kinds() == []
+    engine.tick(at("2026-03-03 10:05"))
+    assert sink.batches == [5]  # five alarms due at 10:00, one write
+    assert sink.kinds() == [AlarmKind.NO_MORNING_ACTIVITY] * 5
+    assert sorted(heard) == [f"h{i}" for i in range(5)]
+    assert [r.home for r in engine.raised] == heard
+    # Outside a batch (one reading at a time), each alarm is a batch of its own.
+    engine.observe(SensorEvent("h0", "door", "h0-door", "contact", "open", True,
+                               at("2026-03-03 10:06"), 10_000))  # fmt: skip
+    with engine.batch():
+        with engine.batch():  # nested: still one batch
+            engine.observe(SensorEvent("h1", "gw", "h1-gw", "health", "battery", 5.0,
+                                       at("2026-03-03 10:07"), 10_001))  # fmt: skip
+            engine.observe(SensorEvent("h2", "gw", "h2-gw", "health", "battery", 4.0,
+                                       at("2026-03-03 10:07"), 10_002))  # fmt: skip
+        assert sink.batches == [5]  # held back until the outer batch ends
+    assert sink.batches == [5, 2]
+    assert sink.kinds()[-2:] == [AlarmKind.LOW_BATTERY] * 2
+
+
+def test_a_failed_batch_is_retried_without_losing_an_alarm() -> None:
+    sink = BatchSink(fail=1)
+    engine = CareEngine(sink)
+    sleepy_homes(engine, 3)
+    engine.tick(at("2026-03-03 10:00"))
+    assert sink.kinds() == []  # the store was away: nothing stored, nothing heard
+    engine.tick(at("2026-03-03 10:01"))  # retried 5 s later, at its own due time
+    assert sink.kinds() == [AlarmKind.NO_MORNING_ACTIVITY] * 3
+    assert all(a["at"] < at("2026-03-03 10:01") for a in sink.alarms)
+
+
+def test_alarms_the_store_failed_survive_a_restart() -> None:
+    sink = BatchSink(fail=1)
+    engine = CareEngine(sink)
+    sleepy_homes(engine, 2)
+    engine.tick(at("2026-03-03 10:00"))  # the store fails: kept for a retry
+    saved = engine.snapshot()
+    assert sink.kinds() == [] and len(saved["retry"]) == 2
+    again = CareEngine(sink)
+    again.restore(saved)
+    again.tick(at("2026-03-03 10:00") + 1)
+    assert sink.kinds() == [AlarmKind.NO_MORNING_ACTIVITY] * 2
+    assert again.snapshot()["retry"] == []

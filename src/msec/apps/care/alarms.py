@@ -46,7 +46,7 @@ from typing import Any, Final, Literal, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from msec.apps.care.model import AlarmKind
+from msec.apps.care.model import AlarmKind, AlarmRequest
 from msec.core.errors import MsecError
 from msec.twin.engine import locked_transaction
 
@@ -278,40 +278,80 @@ class SqlAlarms:
         ``ValueError`` for an unknown kind, an empty, over-long or control-character home,
         episode or trigger, or a detail that is not a JSON object.
         """
+        [alarm] = self._insert([self._row(home, kind, episode, at, detail, trigger)])
+        return alarm
+
+    def raise_alarms(self, requests: Iterable[AlarmRequest]) -> list[Alarm | None]:
+        """Raise several alarms in ONE write transaction (what the engine raised at one
+        moment: a burst of timers due together must not queue one transaction per alarm
+        behind the ingest writers). Returns, in order, what :meth:`raise_alarm` would
+        return for each. A request :meth:`raise_alarm` would refuse with ``ValueError`` is
+        logged and gets ``None``: it must not hold back the others. A database failure
+        stores none of them (and propagates)."""
+        rows: list[dict[str, Any] | None] = []
+        for r in requests:
+            try:
+                rows.append(self._row(r.home, r.kind, r.episode, r.at, r.detail, r.trigger))
+            except ValueError as exc:
+                _log.error("care alarm for %r not raised: %s", r.home, exc)
+                rows.append(None)
+        return self._insert(rows)
+
+    def _row(
+        self,
+        home: str,
+        kind: AlarmKind | str,
+        episode: str,
+        at: float | None,
+        detail: dict[str, Any] | None,
+        trigger: str | None,
+    ) -> dict[str, Any]:
+        """The checked ``care_alarms`` row of a new alarm (``ValueError`` if unfit)."""
         kind = _kind(kind)
         _check_name(home, "home", _MAX_NAME)
         _check_name(episode, "episode", _MAX_EPISODE)
         if trigger is not None:
             _check_name(trigger, "trigger", _MAX_TRIGGER)
-        detail_json = _detail_json({} if detail is None else detail)
-        now = _now(at)
-        row = {
+        return {
             "home": home,
             "kind": str(kind),
             "episode": episode,
             "state": "raised",
             "level": 0,
-            "raised_at": now,
-            "detail": detail_json,
+            "raised_at": _now(at),
+            "detail": _detail_json({} if detail is None else detail),
             "trigger": trigger,
             "false_positive": False,
         }
+
+    def _insert(self, rows: list[dict[str, Any] | None]) -> list[Alarm | None]:
+        """Store the new alarms (``None``: skipped) in one transaction, then tell the
+        subscribers; ``None`` for each one the uniqueness rules refused."""
         dialect = sqlite if self._sqlite else postgresql
-        # No conflict target: DO NOTHING covers both uniqueness rules (the partial index too).
-        stmt = (
-            dialect.insert(alarms_table)
-            .values(**row)
-            .on_conflict_do_nothing()
-            .returning(alarms_table.c.id)
-        )
-        with self._writing() as conn:
-            id_ = conn.execute(stmt).scalar()
-            if id_ is None:
-                return None
-            _add_event(conn, id_, "raised", now, None, 0)
-            alarm = _load(conn, id_)
-        self._emit("raised", [alarm])
-        return alarm
+        ids: list[int | None] = []
+        if any(row is not None for row in rows):
+            with self._writing() as conn:
+                for row in rows:
+                    if row is None:
+                        ids.append(None)
+                        continue
+                    # No conflict target: DO NOTHING covers both uniqueness rules (the
+                    # partial index too).
+                    stmt = (
+                        dialect.insert(alarms_table)
+                        .values(**row)
+                        .on_conflict_do_nothing()
+                        .returning(alarms_table.c.id)
+                    )
+                    id_ = conn.execute(stmt).scalar()
+                    if id_ is not None:
+                        _add_event(conn, id_, "raised", row["raised_at"], None, 0)
+                    ids.append(id_)
+                stored = {a.id: a for a in _load_many(conn, [i for i in ids if i is not None])}
+        else:
+            ids, stored = [None] * len(rows), {}
+        self._emit("raised", stored.values())
+        return [None if i is None else stored[i] for i in ids]
 
     def acknowledge(
         self, alarm_id: int, *, by: str, at: float | None = None, note: str | None = None

@@ -52,19 +52,26 @@ the person, and the person's rule parameters (:meth:`CareEngine.configure`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from msec.apps.care.model import DEVICE_ROLES, AlarmKind, CareSettings, SensorEvent
+from msec.apps.care.model import (
+    DEVICE_ROLES,
+    AlarmKind,
+    AlarmRequest,
+    CareSettings,
+    SensorEvent,
+)
 from msec.apps.care.rules import Definitions, Rule, check_settings
 
 __all__ = ["AlarmSink", "CareEngine", "HomeState", "PersonConfig", "Profile", "Raised"]
@@ -75,7 +82,9 @@ log = logging.getLogger(__name__)
 class AlarmSink(Protocol):
     """Where the engine raises alarms (``SqlAlarms`` in production). Returns something true
     when a new alarm was stored, false when the (home, kind) already has an active one or
-    this episode was raised before."""
+    this episode was raised before. A sink may also have ``raise_alarms(requests)`` (a list
+    of :class:`AlarmRequest`, one result each, in one write): the engine then hands it the
+    alarms of one :meth:`CareEngine.batch` together."""
 
     def raise_alarm(
         self, home: str, kind: AlarmKind, episode: str, *, at: float, detail: dict[str, Any],
@@ -159,6 +168,8 @@ class HomeState:
 
 # Timer rules (what a due timer evaluates).
 _INACTIVITY, _MORNING, _OUT_OF_BED, _APPLIANCE, _OFFLINE, _RULE = range(6)
+#: How long (engine time) after the alarm store failed the same alarms are offered again.
+RETRY_S = 5.0
 
 
 class CareEngine:
@@ -186,6 +197,9 @@ class CareEngine:
         self.keep_raised = False
         self.listeners: list[Callable[[Raised], None]] = []
         self.now = 0.0
+        self._pending: list[AlarmRequest] | None = None  # raised inside batch()
+        self._retry: list[AlarmRequest] = []  # the store failed them: again at _retry_due
+        self._retry_due = 0.0
 
     # -- settings --------------------------------------------------------------------------------
 
@@ -399,10 +413,13 @@ class CareEngine:
 
     def tick(self, now: float) -> None:
         """Fire every timer due by ``now``, each evaluated at its own due time."""
-        with self._lock:
+        with self.batch():
             self._tick(now)
 
     def _tick(self, now: float) -> None:
+        if self._retry and now >= self._retry_due:
+            retry, self._retry = self._retry, []
+            self._submit(retry)
         timers = self._timers
         while timers and timers[0][0] <= now:
             due, _, home, rule, arg = heapq.heappop(timers)
@@ -626,18 +643,54 @@ class CareEngine:
                detail: dict[str, Any], trigger: str | None = None) -> None:  # fmt: skip
         if kind in self.profile(home).disabled:
             return  # switched off for this person
+        self._submit([AlarmRequest(home, kind, episode, at, detail, trigger)])
+
+    def _submit(self, requests: list[AlarmRequest]) -> None:
+        if self._pending is not None:
+            self._pending.extend(requests)
+        else:
+            self._flush(requests)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold back the alarms raised inside, and hand them to the sink together at the end
+        (one write when the sink has ``raise_alarms``). Nests; the engine's lock is held."""
+        with self._lock:
+            if self._pending is not None:
+                yield
+                return
+            self._pending = []
+            try:
+                yield
+            finally:
+                pending, self._pending = self._pending, None
+                if pending:
+                    self._flush(pending)
+
+    def _flush(self, requests: list[AlarmRequest]) -> None:
+        many = getattr(self.sink, "raise_alarms", None)
+        one = self.sink.raise_alarm
+        if many is None:  # a sink that takes one at a time
+            for r in requests:
+                self._store(r, store=lambda r=r: [
+                    one(r.home, r.kind, r.episode, at=r.at, detail=r.detail, trigger=r.trigger)
+                ])  # fmt: skip
+        else:
+            self._store(*requests, store=lambda: list(many(requests)))
+
+    def _store(self, *requests: AlarmRequest, store: Callable[[], list[object]]) -> None:
         try:
-            stored = self.sink.raise_alarm(home, kind, episode, at=at, detail=detail,
-                                           trigger=trigger)  # fmt: skip
-        except Exception:  # the store may be away for a moment: the next check retries
-            log.exception("raising %s for %s failed", kind, home)
-            if isinstance(kind, AlarmKind):
-                self._push(at + 5.0, home, _RULE_OF.get(kind, _INACTIVITY), "")
-            else:
-                self._push(at + 5.0, home, _RULE, kind)
+            results = store()
+        except Exception:  # the store may be away for a moment: the same alarms, later
+            log.exception("raising %d care alarm(s) failed; retrying", len(requests))
+            if not self._retry:
+                self._retry_due = self.now + RETRY_S
+            self._retry.extend(requests)
             return
-        if stored:
-            raised = Raised(home, kind, episode, at, trigger)
+        for r, stored in zip(requests, results, strict=True):
+            if not stored:
+                continue
+            raised = Raised(r.home, r.kind, r.episode, r.at, r.trigger)
             if self.keep_raised:
                 self.raised.append(raised)
             for listener in self.listeners:
@@ -689,6 +742,7 @@ class CareEngine:
                 "now": self.now,
                 "homes": {h: st.to_dict() for h, st in self.homes.items()},
                 "people": {h: own.as_dict() for h, own in self._own.items()},
+                "retry": [dataclasses.asdict(r) for r in self._retry],
             }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -696,6 +750,10 @@ class CareEngine:
         with self._lock:
             self.now = float(data.get("now", 0.0))
             self.homes = {h: HomeState.from_dict(st) for h, st in data.get("homes", {}).items()}
+            self._retry = [
+                AlarmRequest(**{**r, "kind": _kind_of(r["kind"])}) for r in data.get("retry", ())
+            ]
+            self._retry_due = self.now
             self._own = {}
             self._profiles = {}
             for home, own in data.get("people", {}).items():
@@ -735,11 +793,8 @@ class CareEngine:
         return self.homes.keys()
 
 
-_RULE_OF = {
-    AlarmKind.INACTIVITY: _INACTIVITY,
-    AlarmKind.OUT_OF_BED: _OUT_OF_BED,
-    AlarmKind.APPLIANCE_ON: _APPLIANCE,
-}
+def _kind_of(kind: str) -> AlarmKind | str:
+    return AlarmKind(kind) if kind in AlarmKind._value2member_map_ else kind
 
 
 def _latest(*values: float | None) -> float | None:

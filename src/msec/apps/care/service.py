@@ -202,8 +202,9 @@ class CareService:
         target = self.platform.trust.log.size()  # what was stored when this step began
         while self.feed.cursor < target:
             events = self.feed.poll()
-            for event in events:
-                self.engine.observe(event)
+            with self.engine.batch():  # what these readings raise: one write
+                for event in events:
+                    self.engine.observe(event)
             seen += len(events)
         now = self.clock()
         self.engine.tick(now)
