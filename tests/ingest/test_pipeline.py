@@ -160,6 +160,54 @@ def test_revoked_device_is_refused(platform: Platform, device: Device) -> None:
     assert outcome.rejected.reason is RejectReason.REVOKED_DEVICE
 
 
+class Counting:
+    """The platform's registry, counting the queries the ingestor makes."""
+
+    def __init__(self, registry) -> None:
+        self.registry, self.gets, self.versions = registry, 0, 0
+
+    def get(self, name: str):
+        self.gets += 1
+        return self.registry.get(name)
+
+    def version(self) -> tuple[int, int]:
+        self.versions += 1
+        return self.registry.version()
+
+
+def test_cached_devices_are_kept_until_the_registry_changes(
+    platform: Platform, device: Device
+) -> None:
+    now = [time.time()]
+    registry = Counting(platform.registry)
+    ingestor = Ingestor(registry, platform.twin, platform.events, clock=lambda: now[0])
+    other = platform.add_device("llamas-other", KIND)
+
+    def send(d: Device) -> RejectReason | None:
+        outcome = ingestor.process([Incoming(d.seal(GOOD), d.topic(GOOD), "test")])[0]
+        return None if outcome.rejected is None else outcome.rejected.reason
+
+    for _ in range(20):  # a minute of messages: the records are read once
+        assert send(device) is None and send(other) is None
+        now[0] += 3.0
+    assert registry.gets == 2
+    assert registry.versions == 20  # at most once a second
+    # A revocation is seen at the next check (within a second), not after a TTL.
+    platform.registry.revoke("llamas-test")
+    now[0] += 1.0
+    assert send(device) is RejectReason.REVOKED_DEVICE
+    assert send(other) is None  # re-read once, still good
+    # So is a device registered after its first message was refused as unknown.
+    late, record = Device.create("llamas-late", KIND, tenant=platform.settings.tenant)
+    assert send(late) is RejectReason.UNKNOWN_DEVICE
+    platform.registry.add(record)
+    platform.twin.ensure_provider("llamas-late", kind=KIND, tenant=record.tenant)
+    assert send(late) is RejectReason.UNKNOWN_DEVICE  # the same second: still cached
+    now[0] += 1.0
+    assert send(late) is None
+    assert platform.registry.version() == (3, 1)
+
+
 def test_plaintext_from_an_encrypting_device_is_refused(platform: Platform) -> None:
     enc = platform.add_device("enc-only", KIND, encrypt=True)
     enc.enc_key = None  # a compromised gateway downgrading to plaintext

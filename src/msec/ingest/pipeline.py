@@ -8,6 +8,7 @@ message only after it returns, i.e. once its readings (or its security event) ar
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +97,7 @@ class Ingestor:
         *,
         clock: Callable[[], float] = time.time,
         registry_ttl: float = 5.0,
+        registry_check_s: float = 1.0,
         retry_grace: float = RETRY_GRACE_S,
         on_stored: Callable[[Sequence[Reading]], None] | None = None,
         sensitive: SensitiveResources | None = None,
@@ -111,6 +113,13 @@ class Ingestor:
         self._events = events
         self._clock = clock
         self._ttl = registry_ttl
+        #: A registry with ``version()`` (SqlRegistry) is asked this often whether anything
+        #: changed; cached records are kept while nothing did (``registry_ttl`` is then
+        #: unused). Revocations and new devices take effect within this delay.
+        self._check_s = registry_check_s
+        self._version_of: Callable[[], object] | None = getattr(registry, "version", None)
+        self._version: object = None
+        self._checked = -math.inf
         self._retry_grace = retry_grace
         self._devices: dict[str, tuple[float, DeviceRecord | None]] = {}
         self._high: dict[str, int] = {}
@@ -269,9 +278,20 @@ class Ingestor:
         )
 
     def _device(self, name: str, now: float) -> DeviceRecord | None:
-        cached = self._devices.get(name)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        if self._version_of is not None:
+            if not 0 <= now - self._checked < self._check_s:
+                version = self._version_of()
+                if version != self._version:
+                    self._devices.clear()
+                    self._version = version
+                self._checked = now
+            cached = self._devices.get(name)
+            if cached is not None:
+                return cached[1]
+        else:
+            cached = self._devices.get(name)
+            if cached is not None and now - cached[0] < self._ttl:
+                return cached[1]
         record = self._registry.get(name)
         if len(self._devices) >= _DEVICE_CACHE_MAX:
             # Forged kids are unbounded: never let them grow the cache without limit.

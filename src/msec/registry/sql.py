@@ -148,6 +148,16 @@ class SqlRegistry:
             rows = conn.execute(devices.select().order_by(devices.c.name)).all()
         return [self._record(r) for r in rows]
 
+    def version(self) -> tuple[int, int]:
+        """What changes whenever a device is added or revoked: (devices, revocations), both
+        only ever growing. Ingest processes compare it now and then and keep their cached
+        records while it holds (one cheap query instead of one per message)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sa.func.count(), sa.func.count(devices.c.revoked_at))
+            ).one()
+        return int(row[0]), int(row[1])
+
     def revoke(self, name: str) -> bool:
         """Revoke ``name`` (once: revoking again changes nothing); False if unknown."""
         with write_transaction(self._engine, self.log) as (conn, first):
