@@ -93,9 +93,9 @@ load. When the platform stores readings later than ``speed`` x that delay allows
 false), the engine, which fires its timers on the simulated clock, takes the platform's own
 backlog for silent devices: at speed 60 a backlog of 30 s is 30 simulated minutes, and every
 device looks offline. Such a run measures an overloaded machine, not the alarms. The runtime's
-periodic tamper check (``[log] verify_every_s``, the first one a minute after start) runs in
-the API's process and competes with the engine while it verifies the whole log: it is left on,
-as deployed.
+periodic tamper check (``[log] verify_every_s``, the first one a minute after start) verifies
+the whole log in a child process (:mod:`msec.platform.tamper`, niced): it takes CPU, not the
+engine's interpreter lock, and is left on, as deployed.
 """
 
 from __future__ import annotations

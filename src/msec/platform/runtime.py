@@ -33,6 +33,7 @@ from msec.platform.checks import TamperChecks
 from msec.platform.platform import Platform
 from msec.platform.secrets import web_key
 from msec.platform.settings import Settings
+from msec.platform.tamper import audit_in_child
 from msec.tlog import LogError
 from msec.transport.broker import EmbeddedBroker, free_port, wait_for_port, write_password_file
 from msec.web.app import create_app
@@ -343,16 +344,20 @@ class Runtime:
 
     def _verify_loop(self) -> None:
         """Check the whole log now and then, as ``msec verify`` does, and record the outcome
-        (the tamper-check KPI); a failed check is also a security event."""
+        (the tamper-check KPI); a failed check is also a security event. The check runs in a
+        process of its own (:mod:`msec.platform.tamper`): minutes of hashing must not hold
+        this process's interpreter lock."""
         checks = TamperChecks(self.settings.data_dir)
         delay = min(60.0, self.settings.log.verify_every_s)  # the first soon after start
         while not self._stop.wait(delay):
             delay = self.settings.log.verify_every_s
             try:
-                report = self.platform.trust.verify()
+                report = audit_in_child(self.settings, self._stop)
             except Exception:  # the database may be away: try again next time
                 log.exception("the periodic tamper check could not run")
                 continue
+            if report is None:  # stopping
+                return
             checks.record(report, by="runtime")
             if not report.ok:
                 log.error("tamper check FAILED: %d problems (run msec verify)",
