@@ -22,6 +22,7 @@ from msec.access.policies import PolicyError, SqlPolicies, policy_from_json, pol
 from msec.access.principals import TOKEN_PREFIX, AuthError, SqlPrincipals
 from msec.access.service import AccessService
 from msec.guard.base import EventLog
+from msec.web.bodies import read_body
 
 _MAX_FORM = 4096
 _DEFAULT_TTL_S = 3600
@@ -53,11 +54,7 @@ def add_access_routes(
         async def post_policy(request: Request, who: Caller) -> dict[str, Any]:
             """Add a policy (JSON, see docs/access-control.md); in force at once (admins)."""
             allow(request, who, Verb.SET, PLATFORM, "policies", "all")
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > _MAX_FORM:
-                    raise HTTPException(413, "policy too large")
+            body = await read_body(request, _MAX_FORM, what="policy")
             try:
                 policy = policies.add(policy_from_json(json.loads(body)), by=who.id)
             except (ValueError, PolicyError) as exc:
@@ -171,11 +168,7 @@ def add_access_routes(
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_FORM:
-            raise HTTPException(413, "form too large")
+    body = await read_body(request, _MAX_FORM, what="form")
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
     except (UnicodeDecodeError, ValueError):

@@ -26,6 +26,7 @@ from msec.actuate.actuator import Actuator, CommandNotSent, LatestValues
 from msec.actuate.command import MAX_TTL_S
 from msec.core.kinds import UnknownKind, get_kind
 from msec.registry.base import DeviceRecord
+from msec.web.bodies import read_body
 
 __all__ = ["MAX_ACT_BODY", "add_act_routes"]
 
@@ -183,12 +184,7 @@ def _actuatable(registry: DeviceLookup, provider: str, service: str, resource: s
 
 
 async def _body(request: Request) -> bytes:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_ACT_BODY:  # stop reading: a hostile client may send gigabytes
-            raise HTTPException(413, f"body larger than {MAX_ACT_BODY} bytes")
-    return body
+    return await read_body(request, MAX_ACT_BODY)
 
 
 def _no_constant(name: str) -> None:

@@ -39,6 +39,7 @@ from msec.tlog.trust import TrustLog
 from msec.twin.base import Twin
 from msec.web.access_api import add_access_routes
 from msec.web.act_api import add_act_routes
+from msec.web.bodies import BodyTooLarge, read_capped
 from msec.web.consent_api import add_consent_routes
 from msec.web.log_api import add_log_routes
 from msec.web.proof_pages import add_proof_pages
@@ -260,16 +261,14 @@ def create_app(
                 ]
             )
             return _refuse(415, "malformed", "Content-Type must be application/cose")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_ENVELOPE_BYTES:
-                # Stop reading: a hostile client may send gigabytes.
-                await run_in_threadpool(ingestor.process, [Incoming(bytes(body), None, source)])
-                return _refuse(413, "oversized", f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
+        try:
+            body = await read_capped(request, MAX_ENVELOPE_BYTES)
+        except BodyTooLarge as exc:  # ingest refuses it and records the security event
+            await run_in_threadpool(ingestor.process, [Incoming(exc.read, None, source)])
+            return _refuse(413, "oversized", f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
         # In a worker thread: a durable commit must not stall every other request.
         outcome = (
-            await run_in_threadpool(ingestor.process, [Incoming(bytes(body), None, source)])
+            await run_in_threadpool(ingestor.process, [Incoming(body, None, source)])
         )[0]
         if outcome.rejected is not None:
             reason = outcome.rejected.reason
@@ -288,6 +287,7 @@ def create_app(
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     app.state.access = app_access  # the enforcement point, for tools and tests
+    app.state.events = events  # where msec.web.bodies records refused bodies
     # For apps adding API routes (msec.apps.*): the same authentication and decisions.
     app.state.api_caller = caller
     app.state.api_allow = allow

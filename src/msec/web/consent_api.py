@@ -17,7 +17,6 @@
 Every refusal is recorded like any access denial (audit trail and ``access_denied`` event).
 """
 
-import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -29,6 +28,7 @@ from msec.access.model import Principal, Verb
 from msec.access.principals import SqlPrincipals
 from msec.access.service import AccessService
 from msec.twin.base import Twin
+from msec.web.bodies import read_json_object
 
 __all__ = ["add_consent_routes"]
 
@@ -159,18 +159,7 @@ def _own_scope(
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY:
-            raise HTTPException(413, "body too large")
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        raise HTTPException(400, "body is not JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    return data
+    return await read_json_object(request, _MAX_BODY, empty={})
 
 
 def _grant(grant: Grant) -> dict[str, Any]:

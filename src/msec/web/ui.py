@@ -33,6 +33,7 @@ from msec.access.principals import SqlPrincipals
 from msec.access.service import AccessService
 from msec.core.models import ResourceValue
 from msec.guard.base import EventLog
+from msec.web.bodies import BodyTooLarge, read_capped
 from msec.web.i18n import LANGUAGE_NAMES, LANGUAGES, Catalogs, Translator, negotiate
 from msec.web.live import LiveFeed, TooManyStreams, sse_stream
 from msec.web.sessions import CsrfTokens, LoginEmails, Session, SqlSessions
@@ -238,12 +239,11 @@ class WebUi:
         if length.isdigit() and int(length) > MAX_FORM_BYTES:
             self.events.warn("oversized", f"form of {length} bytes", source=source)
             raise HTTPException(413, viewer.t("error.too_large"))
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                self.events.warn("oversized", f"form over {MAX_FORM_BYTES} bytes", source=source)
-                raise HTTPException(413, viewer.t("error.too_large"))
+        try:
+            body = await read_capped(request, MAX_FORM_BYTES)
+        except BodyTooLarge:
+            self.events.warn("oversized", f"form over {MAX_FORM_BYTES} bytes", source=source)
+            raise HTTPException(413, viewer.t("error.too_large")) from None
 
         request._body = body  # Starlette parses what was already read (Request.body caches it)
         try:

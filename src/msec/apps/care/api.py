@@ -7,7 +7,6 @@ Alarms of homes a caller may not read are left out of lists and answered 404 one
 """
 
 
-import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from msec.access.model import Principal, Verb
 from msec.apps.care.alarms import Alarm, AlarmStateError, SqlAlarms, UnknownAlarm
 from msec.apps.care.model import device_name
+from msec.web.bodies import read_json_object
 
 __all__ = ["add_care_api", "alarm_target"]
 
@@ -83,19 +83,7 @@ def add_care_api(app: FastAPI, alarms: SqlAlarms) -> None:
         return data
 
     async def body(request: Request) -> dict[str, Any]:
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > _MAX_BODY:
-                raise HTTPException(413, "body too large")
-        if not raw:
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise HTTPException(400, "the body is not JSON") from None
-        if not isinstance(data, dict):
-            raise HTTPException(400, "the body is a JSON object")
+        data = await read_json_object(request, _MAX_BODY, empty={})
         note = data.get("note")
         if note is not None and not isinstance(note, str):
             raise HTTPException(400, "note is text")

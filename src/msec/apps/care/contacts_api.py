@@ -18,7 +18,6 @@ caregivers' addresses). Every decision on a home is audited (it holds personal d
 ``Caller`` is local.)
 """
 
-import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from msec.access.model import Principal, Verb
 from msec.apps.care.contacts import ContactBook, ContactError, DuplicateContact, check_home
 from msec.apps.care.model import device_name
 from msec.registry.sql import SqlRegistry
+from msec.web.bodies import read_json_object
 
 __all__ = ["add_contacts_api", "contacts_target"]
 
@@ -100,15 +100,4 @@ def add_contacts_api(app: FastAPI, book: ContactBook, registry: SqlRegistry) -> 
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY:
-            raise HTTPException(413, "body too large")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise HTTPException(422, "the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise HTTPException(422, "the body is a JSON object")
-    return data
+    return await read_json_object(request, _MAX_BODY, status=422)
