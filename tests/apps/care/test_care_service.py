@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ import pytest
 
 from msec.apps.care.alarms import SqlAlarms
 from msec.apps.care.model import AlarmKind, CareSettings
-from msec.apps.care.service import CareService
+from msec.apps.care.service import SAVE_EVERY_S, SAVE_SHARE, CareService
 from msec.ingest import Incoming
 from msec.platform import Platform, Settings
 from msec.sdk import Device
@@ -152,3 +153,22 @@ def test_a_persons_own_escalation_delay_is_used_for_their_alarms(platform: Platf
     service.step()
     levels = {a.home: a.level for a in alarms.active()}
     assert levels == {"home-0001": 2, "home-0002": 1, "home-0003": 1}
+
+
+def test_a_slow_snapshot_is_saved_less_often(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [time.time()]
+    care = service(platform, clock)
+    care.save()
+    assert care._save_every == SAVE_EVERY_S  # small: the minimum interval
+    real = care.engine.snapshot_json
+
+    def slow() -> str:
+        time.sleep(0.3)  # what 10,000 homes cost on a slow machine
+        return real()
+
+    monkeypatch.setattr(care.engine, "snapshot_json", slow)
+    care.save()
+    assert care._save_every >= SAVE_SHARE * 0.3 > SAVE_EVERY_S
+    assert json.loads(real()) == care.engine.snapshot()
