@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -74,8 +75,9 @@ def test_reading_stops_at_the_first_chunk_past_the_limit(client: TestClient) -> 
         return {"type": "http.request", "body": parts[len(received) - 1], "more_body": more}
 
     request = Request({"type": "http", "method": "POST", "headers": []}, receive)
-    with pytest.raises(BodyTooLarge) as caught:
-        asyncio.run(read_capped(request, LIMIT))
+    with pytest.raises(BodyTooLarge) as caught, ThreadPoolExecutor(1) as pool:
+        # In a thread of its own: another test may have left an event loop in this one.
+        pool.submit(asyncio.run, read_capped(request, LIMIT)).result()
     assert len(caught.value.read) == 80 and received == [40, 40]
 
 
