@@ -155,6 +155,10 @@ class CareSettingsFile(BaseModel):
     dataset_every_s: float = Field(86400.0, ge=0)
     #: The operators' desk: e-mail addresses told of every home's alarms (needs SMTP).
     desk: list[str] = Field(default_factory=list)
+    #: Let webhooks reach loopback, private and link-local addresses (an in-house receiver
+    #: on the provider's own network). Off: refused when added and, after resolving the
+    #: name, when sent.
+    private_webhooks: bool = False
     smtp: CareSmtpSettings = CareSmtpSettings()
 
 

@@ -138,10 +138,6 @@ def start_site(platform: Platform, tokens: dict[str, str]) -> Site:
                      access=access, principals=platform.principals, trust=platform.trust,
                      consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
     care = install(app, ui, platform, feed)
-    # The test's webhook receiver listens on 127.0.0.1, which contacts may not name by default.
-    next(p for p in care.parts if isinstance(p, CareNotifications)).book.allow_private_webhooks = (
-        True
-    )
     return Site(platform, app, care, TestClient(app), tokens)
 
 
@@ -151,8 +147,9 @@ def site(tmp_path: Path, mailbox: tuple[Mailbox, int],
     monkeypatch.setenv(SECRET_NAME, SECRET)
     smtp = {"host": "127.0.0.1", "port": mailbox[1], "starttls": False,
             "sender": "alarms@care.example.org"}  # fmt: skip
-    platform = Platform.open(Settings.load(None, data_dir=tmp_path / "data",
-                                           care={"smtp": smtp}))  # fmt: skip
+    # The test's webhook receiver listens on 127.0.0.1, which is refused by default.
+    care = {"smtp": smtp, "private_webhooks": True}
+    platform = Platform.open(Settings.load(None, data_dir=tmp_path / "data", care=care))
     for home in HOMES:
         platform.add_device(f"{home}-gw", "care_gateway", subject=home)
     tokens = {}
@@ -461,6 +458,44 @@ def test_addresses_are_stored_encrypted_and_erased_with_the_person(site: Site) -
     platform.erase_subject("home-0003")
     new = book.add("home-0003", "email", "new@example.org", by="op")
     assert [c.id for c in book.list("home-0003")] == [new.id]
+
+
+def test_deliveries_keep_no_address_of_a_removed_contact_or_an_erased_person(
+    site: Site,
+) -> None:
+    platform, book = site.platform, site.notifications.book
+    outbox = site.notifications.outbox
+    site.care.stop()  # no sending meanwhile: what is queued stays pending
+    luis = book.add("home-0001", "email", "luis.garcia@example.org", name="Luis", by="op")
+    book.add("home-0001", "webhook", "https://hooks.example.org/family", name="Family app",
+             secret_name=SECRET_NAME, by="op")  # fmt: skip
+    ana = book.add("home-0002", "email", "ana@example.org", name="Ana", by="op")
+    later = time.time() + 3600
+    for home in ("home-0001", "home-0002"):
+        alarm = _alarm(site, home)
+        outbox.enqueue(alarm, "raised", book.recipients(home), at=later)
+        outbox.mark_sent(outbox.enqueue(alarm, "resolved", book.recipients(home), at=later)[0].id)
+    assert outbox.counts() == {"pending": 4, "sent": 2, "failed": 0}
+
+    assert book.remove("home-0001", luis.id)
+    rows = {d.recipient.address: d for a in (1, 2, 3, 4) for d in outbox.for_alarm(a)}
+    assert "luis.garcia@example.org" not in rows
+    erased = [d for d in rows.values() if "erased.invalid" in d.recipient.address]
+    assert len(erased) == 2 and all(d.recipient.name == "" for d in erased)
+    assert {d.state for d in erased} == {"failed", "sent"}  # pending ones are given up
+    assert [d.last_error for d in erased if d.state == "failed"] == ["contact removed"]
+    assert outbox.counts() == {"pending": 3, "sent": 2, "failed": 1}
+
+    platform.erase_subject("home-0001")  # her other contact goes with her, at next reading
+    assert book.prune() == 1
+    addresses = [d.recipient.address for a in (1, 2, 3, 4) for d in outbox.for_alarm(a)]
+    assert "https://hooks.example.org/family" not in addresses
+    assert addresses.count(ana.address) == 2  # another home's contact: untouched
+    assert outbox.forget_recipients("home-0001") == 0  # scrubbed once
+    with platform.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = b"".join(p.read_bytes() for p in platform.settings.data_dir.glob("msec.db*"))
+    assert b"luis.garcia@example.org" not in raw and b"hooks.example.org/family" not in raw
 
 
 def _alarm(site: Site, home: str) -> Any:

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
@@ -163,7 +164,8 @@ def mailer(port: int) -> SmtpSender:
 
 
 def hooks() -> WebhookSender:
-    return WebhookSender(secrets={"HOOK_KEY": SECRET})
+    # The test receivers listen on 127.0.0.1: a private address, refused by default.
+    return WebhookSender(secrets={"HOOK_KEY": SECRET}, allow_private=True)
 
 
 class Recording:
@@ -470,9 +472,55 @@ def test_the_secret_comes_from_the_environment_by_default(
 ) -> None:
     monkeypatch.setenv("HOOK_KEY", SECRET)
     outbox.enqueue(alarm, "raised", [webhook(hook.url)], T0)
-    assert Notifier(outbox, {"webhook": WebhookSender()}).run_once(T0) == 1
+    sender = WebhookSender(allow_private=True)
+    assert Notifier(outbox, {"webhook": sender}).run_once(T0) == 1
     ((_, headers, body),) = hook.received
     assert verify_signature(SECRET, body, headers["x-msec-signature"])
+
+
+@pytest.mark.parametrize(
+    ("url", "resolved"),
+    [
+        ("https://hooks.example.org/x", ["10.0.0.8"]),
+        ("https://hooks.example.org/x", ["93.184.216.34", "127.0.0.1"]),  # any of them
+        ("https://hooks.example.org/x", ["169.254.169.254"]),  # a cloud metadata service
+        ("https://hooks.example.org/x", ["::1"]),
+        ("https://hooks.example.org/x", ["::ffff:10.0.0.1"]),
+        ("http://127.0.0.1:9/x", []),  # an address in the URL (added before the rule)
+        ("https://hooks.example.org/x", []),  # does not resolve
+    ],
+)
+def test_a_name_resolving_to_an_internal_address_is_not_posted_to(
+    outbox: Outbox, alarm: Alarm, url: str, resolved: list[str]
+) -> None:
+    posted: list[httpx.Request] = []
+    sender = WebhookSender(
+        secrets={"HOOK_KEY": SECRET},
+        resolve=lambda host, port: resolved,
+        transport=httpx.MockTransport(lambda r: posted.append(r) or httpx.Response(200)),
+    )
+    (delivery,) = outbox.enqueue(alarm, "raised", [webhook(url)], T0)
+    Notifier(outbox, {"webhook": sender}).run_once(T0)
+    assert posted == []
+    error = outbox.get(delivery.id).last_error  # type: ignore[union-attr]
+    assert error is not None and error.startswith("webhook: the host"), error
+    assert "hooks.example.org" not in error and "127.0.0.1" not in error
+
+
+def test_the_request_goes_to_the_address_that_was_checked(outbox: Outbox, alarm: Alarm) -> None:
+    posted: list[httpx.Request] = []
+    sender = WebhookSender(
+        secrets={"HOOK_KEY": SECRET},
+        resolve=lambda host, port: ["93.184.216.34", "2606:2800:220:1::"],
+        transport=httpx.MockTransport(lambda r: posted.append(r) or httpx.Response(204)),
+    )
+    outbox.enqueue(alarm, "raised", [webhook("https://hooks.example.org:8443/in?t=1")], T0)
+    assert Notifier(outbox, {"webhook": sender}).run_once(T0) == 1
+    [request] = posted
+    assert str(request.url) == "https://93.184.216.34:8443/in?t=1"
+    assert request.headers["host"] == "hooks.example.org:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.org"
+    assert verify_signature(SECRET, request.content, request.headers["x-msec-signature"])
 
 
 # -- the notifier ------------------------------------------------------------------------------

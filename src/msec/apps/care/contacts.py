@@ -16,8 +16,9 @@ environment variable ``secret_name``, which must start with :data:`WEBHOOK_SECRE
 (so that no contact can have deliveries signed with another of the platform's secrets) and
 be set when the contact is added. Webhook URLs may not name a loopback, private, link-local
 or otherwise non-public IP address, nor ``localhost``, nor carry credentials
-(``allow_private_webhooks`` lifts the address rule, for tests); names are not resolved, so a
-public name pointing at a private address is not caught here.
+(``[care] private_webhooks = true``, ``allow_private_webhooks`` here, lifts the address
+rule). Names are not resolved here: the sender resolves them when sending and refuses a
+name pointing at a non-public address (:class:`~msec.apps.care.notify.WebhookSender`).
 
 **Notifications** (:class:`CareNotifications`). A subscriber on
 :attr:`SqlAlarms.on_change <msec.apps.care.alarms.SqlAlarms.on_change>` routes each alarm
@@ -38,7 +39,9 @@ told of old events; the outbox's unique key makes an enqueue racing the subscrib
 Notes are not reconciled (they carry no text in notifications anyway).
 
 What stays in clear: the outbox keeps each delivery's address and name (it must, to send
-it) until its rows are purged, also after the person's erasure.
+it) while the contact exists. Removing a contact, or erasing the person (which removes her
+contacts), scrubs them from its deliveries (:meth:`Outbox.forget_recipients`) and gives up
+those still pending.
 """
 
 from __future__ import annotations
@@ -202,8 +205,11 @@ class ContactBook:
         *,
         allow_private_webhooks: bool = False,
         environ: Mapping[str, str] | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.engine = engine
+        #: Where deliveries to a removed contact are scrubbed (None: nowhere to scrub).
+        self.outbox = outbox
         self.companion = companion
         self.log = log
         self.allow_private_webhooks = allow_private_webhooks
@@ -342,7 +348,10 @@ class ContactBook:
             ).scalar()
         if subject is None:
             return False
+        gone = next((x for x in self.list(home) if x.id == contact_id), None)
         self._erase(subject, "care contact removed")
+        if gone is not None and self.outbox is not None:
+            self.outbox.forget_recipients(home, kind=gone.kind, address=gone.address)
         with locked_transaction(self.engine, _PG_LOCK_KEY) as conn:
             return bool(conn.execute(contacts_table.delete().where(c.id == contact_id)).rowcount)
 
@@ -355,6 +364,8 @@ class ContactBook:
             self._erase(row.subject, "care home erased")
             with locked_transaction(self.engine, _PG_LOCK_KEY) as conn:
                 conn.execute(contacts_table.delete().where(c.id == row.id))
+        if rows and self.outbox is not None:
+            self.outbox.forget_recipients(home)
         return len(rows)
 
     def prune(self) -> int:
@@ -493,7 +504,8 @@ class CareNotifications:
 def senders_from_settings(platform: Platform) -> dict[str, Sender]:
     """Webhooks always; e-mail when ``[care.smtp] host`` is set. ``ValueError`` naming
     ``[care.smtp]`` for a sender address or login that cannot work."""
-    found: dict[str, Sender] = {"webhook": WebhookSender()}
+    private = platform.settings.care.private_webhooks
+    found: dict[str, Sender] = {"webhook": WebhookSender(allow_private=private)}
     smtp = platform.settings.care.smtp
     if not smtp.host:
         _log.warning("care: [care.smtp] has no host: e-mail contacts are not notified")
@@ -517,9 +529,10 @@ def install_contacts(
     ``desk``: the operators' recipients, told of every home's alarms."""
     from msec.apps.care.contacts_api import add_contacts_api
 
-    book = ContactBook(platform.engine, platform.companion, platform.trust.log)
-    book.create_schema()
     outbox = Outbox(platform.engine)
+    book = ContactBook(platform.engine, platform.companion, platform.trust.log, outbox=outbox,
+                       allow_private_webhooks=platform.settings.care.private_webhooks)  # fmt: skip
+    book.create_schema()
     senders = senders_from_settings(platform)
     notifications = CareNotifications(platform.engine, alarms, outbox, book, desk=list(desk),
                                       email="email" in senders)  # fmt: skip

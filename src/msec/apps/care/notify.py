@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -262,6 +264,10 @@ outbox_table = sa.Table(
 )
 
 
+#: The domain of the addresses that replace erased ones (RFC 2606: never resolves).
+_ERASED_HOST: Final = "erased.invalid"
+
+
 class Outbox:
     """The durable queue of deliveries on a SQLAlchemy engine (SQLite or PostgreSQL).
 
@@ -285,6 +291,9 @@ class Outbox:
     def _writing(self) -> Iterator[sa.Connection]:
         with self._engine.begin() as conn:
             if self._sqlite:
+                # Addresses are personal data: what a write frees (an updated row, a page
+                # split) is zeroed, so a scrub leaves no stale copy (as the companion store).
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
@@ -384,6 +393,56 @@ class Outbox:
                     .values(next_try_at=now + lease_s)
                 )
         return [_delivery(row) for row in rows]
+
+    def forget_recipients(
+        self, home: str, *, kind: str | None = None, address: str | None = None,
+        at: float | None = None,
+    ) -> int:  # fmt: skip
+        """Scrub the deliveries to the contacts of ``home`` (only the one of ``kind`` at
+        ``address`` when given): their address and name are replaced, and those still
+        pending are given up (``failed``, "contact removed"). For a removed contact or an
+        erased person: the outbox keeps no address of theirs. Returns how many rows."""
+        o = outbox_table.c
+        where = [o.recipient_home == home, ~o.address.contains(_ERASED_HOST)]
+        if kind is not None:
+            where.append(o.recipient_kind == kind)
+        if address is not None:
+            where.append(o.address == address)
+        with self._writing() as conn:
+            rows = conn.execute(sa.select(o.id, o.state, o.recipient_kind).where(*where)).all()
+            for row in rows:
+                # Still a valid address of its kind (the row stays readable), on a reserved
+                # domain that never resolves, unique per row (the outbox's key holds).
+                address = (
+                    f"erased-{row.id}@{_ERASED_HOST}"
+                    if row.recipient_kind == "email"
+                    else f"https://{_ERASED_HOST}/{row.id}"
+                )
+                values: dict[str, Any] = {"address": address, "recipient_name": ""}
+                if row.state == "pending":
+                    values |= {"state": "failed", "next_try_at": None,
+                               "last_error": "contact removed"}  # fmt: skip
+                conn.execute(outbox_table.update().where(o.id == row.id).values(**values))
+        if rows:
+            self._flush_files()
+        return len(rows)
+
+    def _flush_files(self) -> None:
+        """After a scrub: the old rows out of the database files too (SQLite: the WAL is
+        checkpointed and truncated; PostgreSQL: ``VACUUM care_outbox`` prunes dead tuples,
+        which PostgreSQL does not promise to overwrite). Logged, not raised, if it fails."""
+        try:
+            if self._sqlite:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                autocommit = self._engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+                with autocommit as conn:
+                    conn.exec_driver_sql("VACUUM care_outbox")
+        except sa.exc.DBAPIError as exc:
+            _log.warning("care outbox: clean-up after a scrub failed: %s", type(exc).__name__)
 
     def mark_sent(self, delivery_id: int, *, at: float | None = None) -> None:
         """Record that the delivery was sent (one more attempt). ``UnknownDelivery`` if there
@@ -608,11 +667,30 @@ class WebhookSender:
     ``secrets`` maps a recipient's ``secret_name`` to its secret; by default the environment,
     read when sending. A 2xx answer is success; any other answer (redirects are not followed),
     a timeout or a connection error is a :class:`DeliveryError`, and the notifier retries.
+
+    Unless ``allow_private``, the host name is resolved when sending and refused if any of
+    its addresses is not a public one (loopback, private, link-local, ...), and the request
+    goes to the address that was checked (the URL's name stays in ``Host`` and, for https,
+    in the TLS server name and certificate check): a public name pointing at an internal
+    service, or re-pointed between the check and the connection, reaches nothing.
+    ``resolve`` (tests) replaces the system resolver (host, port -> addresses), and
+    ``transport`` (tests) httpx's network transport.
     """
 
-    def __init__(self, timeout: float = 5, *, secrets: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float = 5,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        allow_private: bool = False,
+        resolve: Callable[[str, int], list[str]] | None = None,
+        transport: Any = None,
+    ) -> None:
         self.timeout = timeout
         self._secrets = secrets
+        self.allow_private = allow_private
+        self._resolve = resolve or _resolve
+        self._transport = transport  # an httpx transport (tests); None: the network
 
     def send(self, delivery: Delivery) -> None:
         import httpx  # only the webhook needs it
@@ -632,20 +710,60 @@ class WebhookSender:
             "X-MSec-Event": delivery.event,
             "X-MSec-Signature": signature(secret, body),
         }
+        url = httpx.URL(recipient.address)
+        target: httpx.URL | str = recipient.address
+        extensions: dict[str, Any] = {}
+        if not self.allow_private:
+            ip = self._public_address(url)
+            target = url.copy_with(host=ip)
+            headers["Host"] = url.netloc.decode("ascii")
+            if url.scheme == "https":
+                extensions["sni_hostname"] = url.host
         try:
-            response = httpx.post(
-                recipient.address,
-                content=body,
-                headers=headers,
-                timeout=self.timeout,
-                follow_redirects=False,
-            )
+            with httpx.Client(
+                timeout=self.timeout, follow_redirects=False, transport=self._transport
+            ) as client:
+                response = client.post(
+                    target, content=body, headers=headers, extensions=extensions
+                )
         except httpx.HTTPError as exc:
             # The URL may hold a token: keep it out of what is stored.
             text = str(exc).replace(recipient.address, "<url>")
             raise DeliveryError(f"webhook: {type(exc).__name__}: {_one_line(text, 200)}") from None
         if not 200 <= response.status_code < 300:
             raise DeliveryError(f"webhook: HTTP {response.status_code}")
+
+
+    def _public_address(self, url: Any) -> str:
+        """The address to connect to for ``url``'s host, checked to be a public one."""
+        host = url.host
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = [host] if _is_ip(host) else self._resolve(host, port)
+        except OSError:
+            raise DeliveryError("webhook: the host name does not resolve") from None
+        if not addresses:
+            raise DeliveryError("webhook: the host name does not resolve")
+        for address in addresses:
+            if not ipaddress.ip_address(address).is_global:
+                raise DeliveryError(
+                    "webhook: the host resolves to a loopback, private or link-local address"
+                )
+        return addresses[0]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (IPv4 and IPv6), in the resolver's order."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in found))
 
 
 def signature(secret: str, body: bytes) -> str:
