@@ -26,6 +26,7 @@ from msec.access.model import Principal, PrincipalKind
 from msec.apps.care.alarms import EVENTS
 from msec.apps.care.app import CareApp, install
 from msec.apps.care.model import DEVICE_ROLES, AlarmKind, SensorEvent
+from msec.apps.care.offboard import ERASE_NOTE, offboard
 from msec.apps.care.people import (
     LIMITS,
     CarePeople,
@@ -40,6 +41,7 @@ from msec.apps.care.portal import FAILED, SAVED
 from msec.apps.care.portal_forms import FormError, parse_settings, setting_fields
 from msec.apps.care.rules import RULE_TYPES
 from msec.companion import SqlCompanion
+from msec.companion.errors import UnknownSubject
 from msec.companion.keys import FileKeyWrapper
 from msec.platform import Platform, Settings
 from msec.platform.runtime import web_ui
@@ -301,6 +303,57 @@ def test_an_operator_grants_and_revokes_on_the_persons_behalf(portal: Portal) ->
     assert revoked.headers["location"] == f"{page}?saved=revoked#caregivers"
     assert carmen.get(page).status_code == 404
     assert post(olga, page, f"{OTHER}/grants/{grant.id}/revoke", {}).status_code == 404
+
+
+def test_a_person_leaving_the_service_is_erased_from_the_portal(portal: Portal) -> None:
+    platform, engine = portal.platform, portal.engine
+    olga = portal.login("olga", "operator")
+    create(olga)
+    create(olga, home=OTHER, name="Otra Persona")
+    page = f"/care/homes/{HOME}"
+    assert post(olga, page, f"{page}/devices", {}).status_code == 200
+    carmen = portal.login("carmen", "caregiver")
+    portal.grant(HOME, "carmen")
+    now = time.time()
+    engine.observe(SensorEvent(HOME, "gw", f"{HOME}-gw", "health", "battery", 3.0, now, 1))
+    [alarm] = portal.care.alarms.active(HOME)
+    assert HOME in engine.homes and carmen.get(page).status_code == 200
+    shown = olga.get(page).text
+    assert 'id="erase-form"' in shown and 'id="erase-form"' not in carmen.get(page).text
+
+    # A caregiver may not; a wrong confirmation erases nothing.
+    token = csrf(carmen.get(page).text)
+    refused = carmen.post(f"{page}/erase", data={"csrf": token, "confirm": HOME},
+                          headers={"Origin": SITE})  # fmt: skip
+    assert refused.status_code == 403
+    wrong = post(olga, page, f"{page}/erase", {"confirm": OTHER})
+    assert wrong.headers["location"] == f"{page}?error=erase#erase"
+    assert portal.care.people.store.get(HOME) is not None
+    assert not platform.registry.get(f"{HOME}-gw").revoked  # type: ignore[union-attr]
+
+    done = post(olga, page, f"{page}/erase", {"confirm": HOME})
+    assert done.headers["location"] == f"{page}?saved=erased"
+    assert all(platform.registry.get(f"{HOME}-{role}").revoked  # type: ignore[union-attr]
+               for role in DEVICE_ROLES)  # fmt: skip
+    assert HOME not in engine.homes and engine.person(HOME).overrides == {}
+    resolved = portal.care.alarms.get(alarm.id)
+    assert resolved is not None and resolved.state == "resolved"
+    assert resolved.notes[-1].text == ERASE_NOTE
+    assert carmen.get(page).status_code == 404  # her grant went too
+    assert portal.care.people.store.get(HOME) is None
+    with pytest.raises(UnknownSubject):
+        platform.companion.subject(HOME, create=False)
+    after = olga.get(f"{page}?saved=erased").text
+    assert 'id="saved"' in after and PERSON["name"] not in after
+    assert PERSON["name"] not in olga.get("/care/homes").text
+    assert "Otra Persona" in olga.get("/care/homes").text  # the other person is untouched
+    assert portal.care.people.store.get(OTHER) is not None
+    platform.trust.checkpoint()
+    report = platform.trust.verify()
+    assert report.ok, report.problems
+    # Again (a second click, a crash half-way): it finishes, and finds nothing left to do.
+    again = offboard(platform, portal.care.people, portal.care.alarms, HOME, by="user:olga")
+    assert (again.alarms_resolved, again.grants_revoked, again.records_erased) == (0, 0, 0)
 
 
 def test_every_view_of_personal_data_is_audited(portal: Portal) -> None:

@@ -21,6 +21,7 @@ from msec.web.live import LiveFeed
 from msec.web.ui import NavItem, WebUi
 
 if TYPE_CHECKING:
+    from msec.apps.care.people import CarePeople
     from msec.platform.platform import Platform
 
 __all__ = ["SENSITIVE_RESOURCES", "CareApp", "install"]
@@ -42,10 +43,13 @@ CAREGIVER_POLICY: Final = Policy(
 class CareApp:
     """What ``install`` set up; ``stop`` ends the engine (the runtime calls it at stop)."""
 
-    def __init__(self, platform: Platform, alarms: SqlAlarms, service: CareService) -> None:
+    def __init__(self, platform: Platform, alarms: SqlAlarms, service: CareService,
+                 people: CarePeople) -> None:  # fmt: skip
         self.platform = platform
         self.alarms = alarms
         self.service = service
+        #: The people looked after (the portal's store, kept in step with the engine).
+        self.people = people
         #: What else ``install`` started (notifications, datasets), stopped after the engine.
         self.parts: list[Any] = []
 
@@ -84,6 +88,6 @@ def install(app: FastAPI, ui: WebUi, platform: Platform, feed: LiveFeed) -> Care
     parts = [install_contacts(app, platform, alarms, desk=desk), install_datasets(app, platform)]
     # The stored people's settings go over those of the engine's snapshot before it runs.
     service.start(prepare=people.apply)
-    care = CareApp(platform, alarms, service)
+    care = CareApp(platform, alarms, service, people)
     care.parts += parts
     return care

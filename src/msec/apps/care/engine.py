@@ -255,6 +255,16 @@ class CareEngine:
                 self._profiles.pop(home, None)
                 self._rearm_home(home)
 
+    def remove(self, home: str) -> None:
+        """Stop watching ``home`` (the person left the service): what the engine knows of
+        it, its own configuration and its alarms waiting for a retry go; its timers still
+        queued find nothing when they come due. A later reading starts it afresh."""
+        with self._lock:
+            self.homes.pop(home, None)
+            self._own.pop(home, None)
+            self._profiles.pop(home, None)
+            self._retry = [r for r in self._retry if r.home != home]
+
     def person(self, home: str) -> PersonConfig:
         """The person's own configuration (empty when they have none)."""
         with self._lock:

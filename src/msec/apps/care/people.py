@@ -277,6 +277,12 @@ class SqlPeople:
             raise UnknownPerson(home)
         return self._require(home)
 
+    def remove(self, home: str) -> bool:
+        """Forget the person's row (after her erasure); ``False`` if there was none."""
+        with self._engine.begin() as conn:
+            done = conn.execute(people_table.delete().where(people_table.c.home == home))
+        return bool(done.rowcount)
+
     def get(self, home: str) -> Person | None:
         with self._engine.connect() as conn:
             row = conn.execute(people_table.select().where(people_table.c.home == home)).first()

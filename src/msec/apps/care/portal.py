@@ -34,6 +34,7 @@ from msec.access.model import Decision, Verb
 from msec.apps.care.alarms import SqlAlarms
 from msec.apps.care.engine import CareEngine
 from msec.apps.care.model import DEVICE_ROLES, device_name, split_device
+from msec.apps.care.offboard import offboard
 from msec.apps.care.pages import CARE_ROLES, CARE_STAFF, homes_seen, kind_labels
 from msec.apps.care.people import (
     CarePeople,
@@ -68,8 +69,10 @@ PAGE_SIZE: Final = 50
 _HISTORY: Final = 50
 _NUMBERED = re.compile(r"home-(\d{1,9})")
 #: What ``?saved=`` and ``?error=`` may say after a change (each has a message).
-SAVED: Final = frozenset({"created", "profile", "settings", "grant", "revoked", "devices"})
-FAILED: Final = frozenset({"grant"})
+SAVED: Final = frozenset(
+    {"created", "profile", "settings", "grant", "revoked", "devices", "erased"}
+)
+FAILED: Final = frozenset({"grant", "erase"})
 
 
 class CareAccess:
@@ -396,6 +399,19 @@ def _add_home_pages(app: FastAPI, ui: WebUi, platform: Platform, alarms: SqlAlar
             raise HTTPException(404, viewer.t("care.no_grant"))
         await run_in_threadpool(platform.consent.revoke, found.id, by=viewer.principal.id)
         return ui.redirect(request, viewer, f"/care/homes/{home}?saved=revoked#caregivers")
+
+
+    @app.post("/care/homes/{home}/erase", include_in_schema=False)
+    async def erase(request: Request, home: str, viewer: ViewerDep) -> Response:
+        """The person leaves the service (see :mod:`msec.apps.care.offboard`); the form must
+        repeat the home's id."""
+        home, form = await changing(request, viewer, home)
+        if str(form.get("confirm") or "").strip() != home:
+            return ui.redirect(request, viewer, f"/care/homes/{home}?error=erase#erase")
+        await run_in_threadpool(
+            offboard, platform, people, alarms, home, by=viewer.principal.id
+        )
+        return ui.redirect(request, viewer, f"/care/homes/{home}?saved=erased")
 
 
 def _register(platform: Platform, home: str, http_url: str) -> list[dict[str, Any]]:
