@@ -1,6 +1,6 @@
 """Full audit of a :class:`~msec.tlog.sql.SqlLog` against what the platform stores.
 
-What ``msec verify`` runs. In one read snapshot of the database it
+What ``msec verify`` and the running platform's periodic tamper check run. It
 
 1. streams every leaf in index order and checks that indexes are dense and end at the
    stored tree size;
@@ -12,12 +12,16 @@ What ``msec verify`` runs. In one read snapshot of the database it
    chain and the witness checkpoint, comparing roots and checking signatures;
 4. counts each source's rows and names every row that has no leaf (inserted).
 
+It reads in short transactions (see :func:`audit`), so it can run beside a platform that
+keeps appending: it checks the log up to where it ends when the audit reaches it.
+
 Every problem found is reported with the leaf index and ref it concerns; nothing stops at
 the first one. Pure logic over SQLAlchemy Core: SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,6 +49,8 @@ _ABSENT: Final = b"\x00" * HASH_SIZE
 """Stands in for a leaf missing from storage, so the rest can still be checked."""
 _MAX_NAMED: Final = 1000
 """Problems of one kind named individually; past that they are counted."""
+_BUNDLES_PER_READ: Final = 40
+"""Bundles (of 256 leaves) read and checked in one read transaction: about a second."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,16 @@ def _snapshot(engine: Engine) -> Connection:
     return engine.connect().execution_options(isolation_level="REPEATABLE READ")
 
 
+@contextlib.contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    """One short read transaction (closing the connection ends it)."""
+    conn = _snapshot(engine)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def audit(
     engine: Engine,
     sources: Mapping[str, LeafSource],
@@ -234,6 +250,7 @@ def audit(
     external: Sequence[ExternalCheckpoint] = (),
     progress: Callable[[int, int], None] | None = None,
     derived: Sequence[Callable[[Connection], Iterable[tuple[str, str]]]] = (),
+    bundles_per_read: int = _BUNDLES_PER_READ,
 ) -> AuditReport:
     """Check the whole log on ``engine`` against ``sources`` (leaf kind → source).
 
@@ -243,51 +260,103 @@ def audit(
     each yields ``(where, what)`` for what disagrees, reported as ``derived`` problems.
     ``progress(done, total)`` is called as leaves are checked. Raises only for database
     errors (the caller reports them as I/O errors); everything found wrong is in the report.
+
+    The log may grow while it is audited (a running platform): leaves are read in short
+    read transactions of ``bundles_per_read`` bundles (256 leaves each), each checked
+    against the rows as that transaction sees them, until one reaches the log's end; that
+    last transaction also checks what needs the whole log at once (the partial tiles, the
+    rows no leaf logs, the derived state). No snapshot is held for the whole audit, so
+    SQLite can keep resetting its WAL and PostgreSQL can vacuum meanwhile.
     """
     started = time.perf_counter()
     report = AuditReport()
-    conn = _snapshot(engine)
-    try:
-        _audit(conn, report, sources, verifier, origin, external, progress)
-        for check in derived:
-            for where, what in check(conn):
-                report.add(Problem("derived", what, None, where))
-    finally:
-        conn.close()
+    _Audit(engine, report, sources, max(1, bundles_per_read), progress).run(
+        verifier, origin, external, derived
+    )
     report.elapsed_s = time.perf_counter() - started
     return report
 
 
-def _audit(
-    conn: Connection,
-    report: AuditReport,
-    sources: Mapping[str, LeafSource],
-    verifier: NoteVerifier,
-    origin: str,
-    external: Sequence[ExternalCheckpoint],
-    progress: Callable[[int, int], None] | None,
-) -> None:
-    size_row = conn.execute(select(state_table.c.size)).scalar()
-    size = int(size_row or 0)
-    report.size = size
-    targets = _targets(conn, report, verifier, origin, external)
+class _Audit:
+    """The state of one audit as it reads the log chunk by chunk."""
 
-    stored_tiles = _TileChecker(conn, report)
-    builder = _TreeBuilder(stored_tiles.check)
-    wanted = {target_size for target_size, _ in targets if target_size <= size}
-    roots: dict[int, bytes] = {0: EMPTY_ROOT} if 0 in wanted else {}
+    def __init__(
+        self,
+        engine: Engine,
+        report: AuditReport,
+        sources: Mapping[str, LeafSource],
+        bundles_per_read: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.report = report
+        self.sources = sources
+        self.bundles_per_read = bundles_per_read
+        self.progress = progress
+        self.tiles = _TileChecker(report)
+        self.builder = _TreeBuilder(self.tiles.check)
+        self.wanted: set[int] = set()
+        self.roots: dict[int, bytes] = {}
+        self.logged: dict[str, int] = {}  # leaves per kind
+        self.found: dict[str, int] = {}  # leaves per kind whose row is stored
+        # Erased records waiting for their erasure entry: (kind, ref) -> [(index, ref)].
+        self.awaiting: dict[tuple[str, str], list[tuple[int, str]]] = {}
 
-    def push(value: bytes) -> None:
+    def run(
+        self,
+        verifier: NoteVerifier,
+        origin: str,
+        external: Sequence[ExternalCheckpoint],
+        derived: Sequence[Callable[[Connection], Iterable[tuple[str, str]]]],
+    ) -> None:
+        report = self.report
+        with _reading(self.engine) as conn:
+            targets = _targets(conn, report, verifier, origin, external)
+        self.wanted = {target_size for target_size, _ in targets}
+        if 0 in self.wanted:
+            self.roots[0] = EMPTY_ROOT
+        first = 0  # the next bundle to read
+        while True:
+            with _reading(self.engine) as conn:
+                size = _size(conn)
+                count = -(-size // TILE_WIDTH)
+                last = min(first + self.bundles_per_read, count) - 1
+                if size < self.builder.size:
+                    report.add(
+                        Problem(
+                            "rollback",
+                            f"the log shrank from {self.builder.size} to {size} leaves while "
+                            "it was audited",
+                            size,
+                        )
+                    )
+                    report.size = size
+                    return
+                self.tiles.conn = conn
+                if last >= first:
+                    self._check(conn, _stored_leaves(conn, first, last, size, report))
+                if last >= count - 1:  # this transaction sees the end of the log
+                    report.size = size
+                    self._finish(conn, targets)
+                    for check in derived:
+                        for where, what in check(conn):
+                            report.add(Problem("derived", what, None, where))
+                    return
+            first = last + 1
+            if self.progress is not None:
+                self.progress(self.builder.size, size)
+
+    def _push(self, value: bytes) -> None:
+        builder = self.builder
         builder.push(value)
-        if builder.size in wanted:
-            roots[builder.size] = builder.root()
+        if builder.size in self.wanted:
+            self.roots[builder.size] = builder.root()
 
-    erased: list[tuple[int, str, Erased]] = []
-    logged: dict[str, int] = {}  # leaves per kind
-    found: dict[str, int] = {}  # leaves per kind whose row is stored
-    positions: dict[tuple[str, str], int] = {}  # leaf index of each (kind, ref), first one
-
-    for chunk in _stored_leaves(conn, size, report):
+    def _check(
+        self, conn: Connection, chunk: list[tuple[int, bytes | None, str | None, str | None]]
+    ) -> None:
+        """Check one chunk of leaves against the rows, on the chunk's own transaction."""
+        report, sources = self.report, self.sources
         refs_by_kind: dict[str, list[str]] = {}
         for _, _, kind, ref in chunk:
             if kind is not None and ref is not None:
@@ -300,10 +369,12 @@ def _audit(
         for idx, stored, kind, ref in chunk:
             value = stored or _ABSENT
             if kind is None or ref is None:
-                push(value)
+                self._push(value)
                 continue
-            logged[kind] = logged.get(kind, 0) + 1
-            positions.setdefault((kind, ref), idx)
+            self.logged[kind] = self.logged.get(kind, 0) + 1
+            if self.awaiting:  # an erasure entry after the records it erased
+                for _ in self.awaiting.pop((kind, ref), ()):
+                    report.erased += 1
             recomputed = data[kind].get(ref) if kind in data else None
             if kind not in sources:
                 report.add(Problem("unknown_kind", f"a leaf of unknown kind {kind!r}", idx, ref))
@@ -312,9 +383,9 @@ def _audit(
                     Problem("missing_record", f"the {kind} this leaf logs is gone", idx, ref)
                 )
             elif isinstance(recomputed, Erased):
-                erased.append((idx, ref, recomputed))
+                self.awaiting.setdefault((recomputed.kind, recomputed.ref), []).append((idx, ref))
             else:
-                found[kind] = found.get(kind, 0) + 1
+                self.found[kind] = self.found.get(kind, 0) + 1
                 value = leaf_hash(recomputed)
                 if value != stored:
                     report.add(
@@ -325,53 +396,67 @@ def _audit(
                             ref,
                         )
                     )
-            push(value)
+            self._push(value)
             report.leaves += 1
-        if progress is not None:
-            progress(builder.size, size)
-    report.by_kind = logged
-    report.root = builder.root()
 
-    for level, tile, blob in builder.partial_tiles():
-        stored_tiles.check(level, tile, blob)
-    report.tiles = builder.tile_count()
-    stored_tiles.finish(report.tiles)
+    def _finish(self, conn: Connection, targets: list[tuple[int, ExternalCheckpoint]]) -> None:
+        """What needs the whole log, on the transaction that read its last leaves."""
+        report, builder = self.report, self.builder
+        size = report.size
+        bundles = -(-size // TILE_WIDTH)
+        extra = conn.execute(
+            select(func.count()).select_from(bundles_table).where(bundles_table.c.bundle >= bundles)
+        )
+        if extra.scalar_one():
+            report.add(Problem("extra_leaf", "bundles beyond the tree size", bundles * TILE_WIDTH))
+        report.by_kind = self.logged
+        report.root = builder.root()
 
-    for index, ref, marker in erased:
-        at = positions.get((marker.kind, marker.ref))
-        if at is None or at < index:
-            report.add(
-                Problem("missing_record", "a record deleted without an erasure entry", index, ref)
-            )
-        else:
-            report.erased += 1
+        for level, tile, blob in builder.partial_tiles():
+            self.tiles.check(level, tile, blob)
+        report.tiles = builder.tile_count()
+        self.tiles.finish(report.tiles)
 
-    for target_size, target in targets:
-        if target_size > size:
-            report.add(
-                Problem(
-                    "rollback",
-                    f"{target.source} has {target_size} leaves but the log only {size}: "
-                    "leaves were truncated or the database was rolled back",
+        for waiting in self.awaiting.values():
+            for index, ref in waiting:
+                report.add(
+                    Problem(
+                        "missing_record", "a record deleted without an erasure entry", index, ref
+                    )
                 )
-            )
-        elif roots.get(target_size) != target.root:
-            report.add(
-                Problem(
-                    "root_mismatch",
-                    f"{target.source}: the stored leaves give another root at size "
-                    f"{target_size}: a leaf before index {target_size} was changed, "
-                    "reordered, inserted or removed",
-                )
-            )
 
-    for kind, source in sources.items():
-        if source.count_in(conn) == found.get(kind, 0):
-            continue
-        logged_refs = {ref for kind_, ref in _all_refs(conn, size) if kind_ == kind}
-        for ref in source.refs_in(conn):
-            if ref not in logged_refs:
-                report.add(Problem("inserted", f"a stored {kind} that no leaf logs", None, ref))
+        for target_size, target in targets:
+            if target_size > size:
+                report.add(
+                    Problem(
+                        "rollback",
+                        f"{target.source} has {target_size} leaves but the log only {size}: "
+                        "leaves were truncated or the database was rolled back",
+                    )
+                )
+            elif self.roots.get(target_size) != target.root:
+                report.add(
+                    Problem(
+                        "root_mismatch",
+                        f"{target.source}: the stored leaves give another root at size "
+                        f"{target_size}: a leaf before index {target_size} was changed, "
+                        "reordered, inserted or removed",
+                    )
+                )
+
+        for kind, source in self.sources.items():
+            # Rows can leave a kind while the log is read (an erasure shreds records that
+            # were already counted), so a different count only means: look row by row.
+            if source.count_in(conn) == self.found.get(kind, 0):
+                continue
+            logged_refs = {ref for kind_, ref in _all_refs(conn, size) if kind_ == kind}
+            for ref in source.refs_in(conn):
+                if ref not in logged_refs:
+                    report.add(Problem("inserted", f"a stored {kind} that no leaf logs", None, ref))
+
+
+def _size(conn: Connection) -> int:
+    return int(conn.execute(select(state_table.c.size)).scalar() or 0)
 
 
 def _targets(
@@ -420,95 +505,85 @@ def _open(
     return checkpoint
 
 
-_BUNDLES_PER_READ: Final = 40
-
-
 def _stored_leaves(
-    conn: Connection, size: int, report: AuditReport
-) -> Iterator[list[tuple[int, bytes | None, str | None, str | None]]]:
-    """Chunks of ``(index, stored leaf hash, kind, ref)`` for every index below ``size``.
+    conn: Connection, first: int, last: int, size: int, report: AuditReport
+) -> list[tuple[int, bytes | None, str | None, str | None]]:
+    """``(index, stored leaf hash, kind, ref)`` of the leaves of bundles ``first``..``last``
+    of a log of ``size`` leaves.
 
     What is missing or malformed (a bundle, a level-0 tile, an entry) is reported and given
-    as ``None``; bundles beyond ``size`` are reported as extra leaves.
+    as ``None``.
     """
-    count = -(-size // TILE_WIDTH)
     b, t = bundles_table.c, tiles_table.c
-    for first in range(0, count, _BUNDLES_PER_READ):
-        last = min(first + _BUNDLES_PER_READ, count) - 1
-        bundles = dict(
-            conn.execute(
-                select(b.bundle, b.entries).where(b.bundle >= first, b.bundle <= last)
-            ).all()
-        )
-        tiles = dict(
-            conn.execute(
-                select(t.tile, t.hashes).where(t.level == 0, t.tile >= first, t.tile <= last)
-            ).all()
-        )
-        chunk: list[tuple[int, bytes | None, str | None, str | None]] = []
-        for number in range(first, last + 1):
-            base = number * TILE_WIDTH
-            width = min(TILE_WIDTH, size - base)
-            items: list[tuple[str, str, float]] = []
-            raw = bundles.get(number)
-            if raw is None:
-                report.add(Problem("missing_leaf", f"bundle {number} is missing", base))
-            else:
-                try:
-                    items = decode_bundle(bytes(raw))
-                except ValueError as exc:
-                    report.add(Problem("missing_leaf", f"bundle {number}: {exc}", base))
-                if len(items) != width:
-                    report.add(
-                        Problem(
-                            "missing_leaf" if len(items) < width else "extra_leaf",
-                            f"bundle {number} holds {len(items)} entries where the tree size "
-                            f"says {width}",
-                            base + min(len(items), width),
-                        )
-                    )
-            hashes = bytes(tiles.get(number) or b"")
-            if len(hashes) != width * HASH_SIZE:
+    bundles = dict(
+        conn.execute(select(b.bundle, b.entries).where(b.bundle >= first, b.bundle <= last)).all()
+    )
+    tiles = dict(
+        conn.execute(
+            select(t.tile, t.hashes).where(t.level == 0, t.tile >= first, t.tile <= last)
+        ).all()
+    )
+    chunk: list[tuple[int, bytes | None, str | None, str | None]] = []
+    for number in range(first, last + 1):
+        base = number * TILE_WIDTH
+        width = min(TILE_WIDTH, size - base)
+        items: list[tuple[str, str, float]] = []
+        raw = bundles.get(number)
+        if raw is None:
+            report.add(Problem("missing_leaf", f"bundle {number} is missing", base))
+        else:
+            try:
+                items = decode_bundle(bytes(raw))
+            except ValueError as exc:
+                report.add(Problem("missing_leaf", f"bundle {number}: {exc}", base))
+            if len(items) != width:
                 report.add(
                     Problem(
-                        "tile",
-                        f"tile 0/{number} holds {len(hashes) // HASH_SIZE} leaf hashes where "
-                        f"the tree size says {width}",
-                        base,
+                        "missing_leaf" if len(items) < width else "extra_leaf",
+                        f"bundle {number} holds {len(items)} entries where the tree size "
+                        f"says {width}",
+                        base + min(len(items), width),
                     )
                 )
-            for slot in range(width):
-                stored = hashes[slot * HASH_SIZE : (slot + 1) * HASH_SIZE] or None
-                if stored is not None and len(stored) != HASH_SIZE:
-                    stored = None
-                kind, ref = (items[slot][0], items[slot][1]) if slot < len(items) else (None, None)
-                chunk.append((base + slot, stored, kind, ref))
-        yield chunk
-    extra = conn.execute(select(func.count()).select_from(bundles_table).where(b.bundle >= count))
-    if extra.scalar_one():
-        report.add(Problem("extra_leaf", "bundles beyond the tree size", count * TILE_WIDTH))
+        hashes = bytes(tiles.get(number) or b"")
+        if len(hashes) != width * HASH_SIZE:
+            report.add(
+                Problem(
+                    "tile",
+                    f"tile 0/{number} holds {len(hashes) // HASH_SIZE} leaf hashes where "
+                    f"the tree size says {width}",
+                    base,
+                )
+            )
+        for slot in range(width):
+            stored = hashes[slot * HASH_SIZE : (slot + 1) * HASH_SIZE] or None
+            if stored is not None and len(stored) != HASH_SIZE:
+                stored = None
+            kind, ref = (items[slot][0], items[slot][1]) if slot < len(items) else (None, None)
+            chunk.append((base + slot, stored, kind, ref))
+    return chunk
 
 
 def _all_refs(conn: Connection, size: int) -> Iterator[tuple[str, str]]:
     """``(kind, ref)`` of every logged entry (well-formed bundles only)."""
-    for number in range(-(-size // TILE_WIDTH)):
-        raw = conn.execute(
-            select(bundles_table.c.entries).where(bundles_table.c.bundle == number)
-        ).scalar()
-        if raw is None:
-            continue
-        try:
-            for kind, ref, _ in decode_bundle(bytes(raw)):
-                yield kind, ref
-        except ValueError:
-            continue
+    b = bundles_table.c
+    count = -(-size // TILE_WIDTH)
+    for first in range(0, count, _BUNDLES_PER_READ):
+        query = select(b.entries).where(b.bundle >= first, b.bundle < first + _BUNDLES_PER_READ)
+        for (raw,) in conn.execute(query.order_by(b.bundle)).all():
+            try:
+                for kind, ref, _ in decode_bundle(bytes(raw)):
+                    yield kind, ref
+            except ValueError:
+                continue
 
 
 class _TileChecker:
     """Compares rebuilt tiles with the stored ones, reading stored tiles in order."""
 
-    def __init__(self, conn: Connection, report: AuditReport) -> None:
-        self._conn = conn
+    def __init__(self, report: AuditReport) -> None:
+        #: The read transaction of the chunk being checked (full tiles never change).
+        self.conn: Connection | None = None
         self._report = report
         t = tiles_table.c
         self._query = select(t.hashes).where(
@@ -518,7 +593,8 @@ class _TileChecker:
     def check(self, level: int, tile: int, blob: bytes) -> None:
         if level == 0:
             return  # level-0 tiles are the stored leaf hashes, compared leaf by leaf
-        stored = self._conn.execute(self._query, {"level": level, "tile": tile}).scalar()
+        assert self.conn is not None
+        stored = self.conn.execute(self._query, {"level": level, "tile": tile}).scalar()
         if stored is None:
             self._report.add(Problem("tile", f"tile {level}/{tile} is missing"))
             return
@@ -548,7 +624,8 @@ class _TileChecker:
             self._report.add(Problem("tile", f"tile {level}/{tile} differs from the leaves"))
 
     def finish(self, expected: int) -> None:
-        count = self._conn.execute(select(func.count()).select_from(tiles_table)).scalar_one()
+        assert self.conn is not None
+        count = self.conn.execute(select(func.count()).select_from(tiles_table)).scalar_one()
         if int(count) != expected:
             self._report.add(
                 Problem("tile", f"{count} tiles stored where the leaves make {expected}")
