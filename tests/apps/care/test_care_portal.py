@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from care_home import Sink
 from care_site import CareSite
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -25,6 +26,7 @@ from fastapi.testclient import TestClient
 from msec.access.model import Principal, PrincipalKind
 from msec.apps.care.alarms import EVENTS
 from msec.apps.care.app import CareApp, install
+from msec.apps.care.engine import CareEngine
 from msec.apps.care.model import DEVICE_ROLES, AlarmKind, SensorEvent
 from msec.apps.care.offboard import ERASE_NOTE, offboard
 from msec.apps.care.people import (
@@ -578,3 +580,26 @@ def test_the_people_store(engine: sa.Engine, tmp_path: Path) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT * FROM care_people")).all()
     assert "Ana" not in json.dumps([list(map(str, r)) for r in rows])
+
+
+def test_a_configuration_the_store_no_longer_holds_is_dropped_at_start(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    log = SqlLog(engine)
+    log.create_schema()
+    companion = SqlCompanion(engine, FileKeyWrapper(tmp_path / "kek.key"))
+    companion.create_schema()
+    store = SqlPeople(engine, companion, log)
+    store.create_schema()
+    store.add(HOME, Profile("Ana"), by="user:olga")
+    store.set_config(HOME, settings={"inactivity_s": 60.0}, disabled=(), rules={},
+                     by="user:olga")  # fmt: skip
+    care = CareEngine(Sink())
+    # The engine's snapshot still knows OTHER's own settings: saved before a crash, after
+    # which OTHER was removed from the store.
+    care.configure(OTHER, inactivity_s=120.0)
+    assert care.configured_homes() == [OTHER]
+    CarePeople(store, care).apply()
+    assert care.configured_homes() == [HOME]
+    assert care.settings_of(HOME).inactivity_s == 60.0
+    assert care.settings_of(OTHER).inactivity_s == care.settings.inactivity_s

@@ -810,6 +810,11 @@ class CareEngine:
     def homes_seen(self) -> Iterable[str]:
         return self.homes.keys()
 
+    def configured_homes(self) -> list[str]:
+        """The homes with a configuration of their own (:meth:`configure`)."""
+        with self._lock:
+            return list(self._own)
+
 
 def _kind_of(kind: str) -> AlarmKind | str:
     return AlarmKind(kind) if kind in AlarmKind._value2member_map_ else kind

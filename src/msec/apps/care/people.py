@@ -399,7 +399,7 @@ class CarePeople:
                 log.warning("care: %s's stored settings are not applied: %s", person.home, exc)
                 self.engine.forget(person.home)
         homes = {p.home for p in stored}
-        for home in self.engine.snapshot().get("people", {}):
+        for home in self.engine.configured_homes():
             if home not in homes:  # configured before a crash, then removed from the store
                 self.engine.forget(home)
 
