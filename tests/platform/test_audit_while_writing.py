@@ -9,12 +9,14 @@ tampering nor hide tampering.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 from msec.ingest import Incoming
 from msec.platform import Platform, Settings
 from msec.sdk import Device
-from msec.tlog.audit import AuditReport, audit
+from msec.tlog.audit import AuditReport, Pace, audit
 
 READINGS = 2000  # eight bundles of 256 leaves
 
@@ -27,7 +29,10 @@ def fill(platform: Platform, device: Device, count: int) -> None:
     assert all(outcome.ok for outcome in platform.ingestor.process(batch))
 
 
-def audit_of(platform: Platform, on_chunk: object = None) -> AuditReport:
+QUICK = Pace(most_bundles=1, gap_s=0.01)  # one bundle a read, hardly a pause
+
+
+def audit_of(platform: Platform, on_chunk: object = None, pace: Pace = QUICK) -> AuditReport:
     trust = platform.trust
     return audit(
         trust.engine,
@@ -36,7 +41,7 @@ def audit_of(platform: Platform, on_chunk: object = None) -> AuditReport:
         trust.origin,
         derived=trust.derived,
         progress=on_chunk,  # type: ignore[arg-type]
-        bundles_per_read=1,
+        pace=pace,
     )
 
 
@@ -147,3 +152,63 @@ def test_a_log_that_shrinks_during_the_audit_is_a_rollback(tmp_path: Path) -> No
         assert report.size == 300
     finally:
         platform.close()
+
+
+def wal_salt(data_dir: Path) -> bytes:
+    """The WAL header's salts: SQLite changes them each time it starts the WAL over."""
+    with open(data_dir / "msec.db-wal", "rb") as fh:
+        return fh.read(32)[16:24]
+
+
+def test_between_its_reads_sqlite_starts_its_wal_over(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    platform = Platform.open(Settings.load(None, data_dir=data_dir))
+    try:
+        device = platform.add_device("llamas-v", "environment_station")
+        fill(platform, device, READINGS)
+        started = threading.Event()
+        stop = threading.Event()
+
+        def write() -> None:  # the platform storing readings, checkpointing after each commit
+            checkpointer = sqlite3.connect(data_dir / "msec.db", timeout=10)
+            deadline = time.monotonic() + 2.0
+            try:
+                while not stop.is_set() and time.monotonic() < deadline:
+                    fill(platform, device, 20)
+                    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    started.set()
+                    time.sleep(0.02)
+            finally:
+                checkpointer.close()
+
+        salts: set[bytes] = set()
+        writer = threading.Thread(target=write)
+        writer.start()
+        started.wait(10)
+        try:
+            report = audit_of(platform, lambda done, total: salts.add(wal_salt(data_dir)),
+                              Pace(most_bundles=1, gap_s=0.2))  # fmt: skip
+        finally:
+            stop.set()
+            writer.join()
+        assert report.ok, report.as_dict()["problems"]
+        # The WAL started over again and again while the audit ran: it did not grow.
+        assert len(salts) >= 3, salts
+    finally:
+        platform.close()
+
+
+def test_the_pace_adapts_its_reads_and_pauses_only_when_asked() -> None:
+    pace = Pace(read_s=0.2, gap_s=0.5, most_bundles=40)
+    assert pace.next_bundles(40, 1.0) == 20 and pace.next_bundles(1, 1.0) == 1
+    assert pace.next_bundles(10, 0.05) == 20 and pace.next_bundles(40, 0.01) == 40
+    assert pace.next_bundles(10, 0.15) == 10
+    assert pace.pause_s(0.2, growing=False) == 0 and pace.pause_s(0.2, growing=True) == 0.5
+    half = Pace(share=0.25, gap_s=0.1)
+    assert half.pause_s(1.0, growing=False) == 3.0 and half.pause_s(0.01, growing=True) == 0.1
+    for bad in ({"share": 0}, {"share": 1.5}, {"read_s": 0}, {"gap_s": -1}, {"most_bundles": 0}):
+        try:
+            Pace(**bad)  # type: ignore[arg-type]
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} accepted")

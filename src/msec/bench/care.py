@@ -101,6 +101,7 @@ engine's interpreter lock, and is left on, as deployed.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
@@ -885,7 +886,9 @@ def run_care_bench(
         )
         load_before = os.getloadavg()[0]
         plan_restart = _Restart(r0 + run_s / 2) if restart else None
+        wal = _WalWatch(None if url else settings.data_dir / "msec.db-wal")
         while not all(children.done(p) for p in pubs):
+            wal.sample()
             if (
                 plan_restart is not None
                 and not plan_restart.done
@@ -915,6 +918,7 @@ def run_care_bench(
         samples = [s for r in results for s in r.samples]
         stored_at = platform.companion.created_at([f"{d}/{seq}" for d, seq, _ in samples])
         security_events = sum(platform.events.counts().values())
+        checks = _tamper_checks(settings.data_dir / "verify" / "history.jsonl", r0)
         stopped = True
         runtime.stop()
     figures = _score(truth, raised, watched, created, committed, clock, plan_restart)
@@ -966,6 +970,8 @@ def run_care_bench(
         "handled": watched.handled,
         "handle_errors": dict(watched.handle_errors),
         "security_events": security_events,
+        "tamper_checks": checks,
+        "wal_max_mb": wal.max_mb(),
         "broker": broker,
         "workers": settings.mqtt.workers if broker == "mosquitto" else 1,
         "database": "postgresql" if url else "sqlite",
@@ -976,6 +982,39 @@ def run_care_bench(
         "load_avg_1m_after": round(load_after, 2),
         "target_p99_ms": TARGET_P99_MS,
     }
+
+
+class _WalWatch:
+    """The largest size SQLite's WAL file reached during the run (``None``: PostgreSQL)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.largest = 0
+
+    def sample(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.largest = max(self.largest, self.path.stat().st_size)
+
+    def max_mb(self) -> float | None:
+        return None if self.path is None else round(self.largest / 1e6, 1)
+
+
+def _tamper_checks(history: Path, r0: float) -> list[dict[str, Any]]:
+    """The runtime's tamper checks that ended during the run: when each began (seconds
+    from the run's start), how long it took, over how many leaves, and whether it passed."""
+    checks = []
+    with contextlib.suppress(OSError):
+        for line in history.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                at, took = float(entry["at"]), float(entry.get("elapsed_s") or 0.0)
+            except (ValueError, KeyError, TypeError):
+                continue
+            if entry.get("by") == "runtime" and at >= r0:
+                checks.append({"began_s": round(at - took - r0, 1), "elapsed_s": round(took, 1),
+                               "size": entry.get("size"), "ok": entry.get("ok")})  # fmt: skip
+    return checks
 
 
 def _restore_env(saved: str | None) -> None:

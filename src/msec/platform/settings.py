@@ -104,6 +104,9 @@ class LogSettings(BaseModel):
     #: A running platform checks its whole log this often (as ``msec verify`` does) and
     #: records the outcome (``<data_dir>/verify/history.jsonl``); 0 turns it off.
     verify_every_s: float = Field(3600.0, ge=0)
+    #: The share of wall time that check may spend reading and hashing; it leaves the
+    #: database alone for the rest, so that SQLite can start its WAL over meanwhile.
+    verify_share: float = Field(0.5, gt=0, le=1)
 
 
 class SensitiveSettings(BaseModel):

@@ -5,7 +5,8 @@ hashes every leaf: about 70 µs a leaf, so minutes of CPU once the log holds mil
 readings. Run in the server's process it would hold the interpreter lock that long, and the
 API, the apps' engines and the checkpointer would wait behind it. :func:`audit_in_child`
 runs it in a fresh (``spawn``) process that opens the installation read-only, as ``msec
-verify`` does, at a lower CPU priority (``nice``), and hands the report back.
+verify`` does, at a lower CPU priority (``nice``), spending at most ``[log] verify_share``
+of the wall time reading (:class:`~msec.tlog.audit.Pace`), and hands the report back.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from msec.platform.settings import Settings
-from msec.tlog.audit import AuditReport
+from msec.tlog.audit import AuditReport, Pace
 
 __all__ = ["TamperCheckFailed", "audit_in_child"]
 
@@ -82,7 +83,8 @@ def _audit(settings: Settings, send: Connection, nice: int) -> None:
     try:
         platform = Platform.open(settings, create=False)
         try:
-            result = ("report", platform.trust.verify())
+            pace = Pace(share=settings.log.verify_share)
+            result = ("report", platform.trust.verify(pace=pace))
         finally:
             platform.close()
     except Exception as exc:

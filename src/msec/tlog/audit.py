@@ -41,7 +41,15 @@ from msec.tlog.sql import (
     tiles_table,
 )
 
-__all__ = ["AuditReport", "Erased", "ExternalCheckpoint", "LeafSource", "Problem", "audit"]
+__all__ = [
+    "AuditReport",
+    "Erased",
+    "ExternalCheckpoint",
+    "LeafSource",
+    "Pace",
+    "Problem",
+    "audit",
+]
 
 _NODE: Final = b"\x01"
 _CHUNK: Final = 10_000
@@ -97,6 +105,44 @@ class ExternalCheckpoint:
     size: int = 0
     root: bytes = b""
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How an audit shares the database with a platform that keeps writing to it.
+
+    Short read transactions alone are not enough for SQLite: its WAL only starts over when
+    a checkpoint has copied every frame and no reader still uses one, so a reader that is
+    always there (one transaction after the other) keeps the WAL growing, by gigabytes at
+    10,000 homes. So while the log grows the audit leaves the database alone for ``gap_s``
+    between two read transactions, and sizes its reads to about ``read_s`` each (from one
+    bundle of 256 leaves up to ``most_bundles``). ``share`` caps the share of wall time the
+    audit spends reading and hashing (1: as fast as it can).
+    """
+
+    read_s: float = 0.25
+    gap_s: float = 0.5
+    share: float = 1.0
+    most_bundles: int = _BUNDLES_PER_READ
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1:
+            raise ValueError("share is above 0 and at most 1")
+        if self.read_s <= 0 or self.gap_s < 0 or self.most_bundles < 1:
+            raise ValueError("read_s above 0, gap_s at least 0, most_bundles at least 1")
+
+    def next_bundles(self, bundles: int, took_s: float) -> int:
+        """How many bundles to read next, after ``bundles`` took ``took_s``."""
+        if took_s > self.read_s and bundles > 1:
+            return max(1, bundles // 2)
+        if took_s < self.read_s / 2:
+            return min(self.most_bundles, bundles * 2)
+        return bundles
+
+    def pause_s(self, took_s: float, growing: bool) -> float:
+        """How long to leave the database alone after a read that took ``took_s``."""
+        pause = took_s * (1 / self.share - 1)
+        return max(pause, self.gap_s) if growing else pause
 
 
 @dataclass(frozen=True)
@@ -250,7 +296,7 @@ def audit(
     external: Sequence[ExternalCheckpoint] = (),
     progress: Callable[[int, int], None] | None = None,
     derived: Sequence[Callable[[Connection], Iterable[tuple[str, str]]]] = (),
-    bundles_per_read: int = _BUNDLES_PER_READ,
+    pace: Pace | None = None,
 ) -> AuditReport:
     """Check the whole log on ``engine`` against ``sources`` (leaf kind → source).
 
@@ -262,15 +308,16 @@ def audit(
     errors (the caller reports them as I/O errors); everything found wrong is in the report.
 
     The log may grow while it is audited (a running platform): leaves are read in short
-    read transactions of ``bundles_per_read`` bundles (256 leaves each), each checked
-    against the rows as that transaction sees them, until one reaches the log's end; that
-    last transaction also checks what needs the whole log at once (the partial tiles, the
-    rows no leaf logs, the derived state). No snapshot is held for the whole audit, so
-    SQLite can keep resetting its WAL and PostgreSQL can vacuum meanwhile.
+    read transactions, each checked against the rows as that transaction sees them, until
+    one reaches the log's end; that last transaction also checks what needs the whole log
+    at once (the partial tiles, the rows no leaf logs, the derived state). No snapshot is
+    held for the whole audit, and while the log grows the audit pauses between its reads
+    (``pace``, see :class:`Pace`), so that SQLite can start its WAL over and PostgreSQL
+    can vacuum meanwhile.
     """
     started = time.perf_counter()
     report = AuditReport()
-    _Audit(engine, report, sources, max(1, bundles_per_read), progress).run(
+    _Audit(engine, report, sources, pace or Pace(), progress).run(
         verifier, origin, external, derived
     )
     report.elapsed_s = time.perf_counter() - started
@@ -285,13 +332,13 @@ class _Audit:
         engine: Engine,
         report: AuditReport,
         sources: Mapping[str, LeafSource],
-        bundles_per_read: int,
+        pace: Pace,
         progress: Callable[[int, int], None] | None,
     ) -> None:
         self.engine = engine
         self.report = report
         self.sources = sources
-        self.bundles_per_read = bundles_per_read
+        self.pace = pace
         self.progress = progress
         self.tiles = _TileChecker(report)
         self.builder = _TreeBuilder(self.tiles.check)
@@ -311,16 +358,20 @@ class _Audit:
     ) -> None:
         report = self.report
         with _reading(self.engine) as conn:
+            seen_size = _size(conn)
             targets = _targets(conn, report, verifier, origin, external)
         self.wanted = {target_size for target_size, _ in targets}
         if 0 in self.wanted:
             self.roots[0] = EMPTY_ROOT
+        pace = self.pace
         first = 0  # the next bundle to read
+        bundles = pace.most_bundles
         while True:
+            began = time.perf_counter()
             with _reading(self.engine) as conn:
                 size = _size(conn)
                 count = -(-size // TILE_WIDTH)
-                last = min(first + self.bundles_per_read, count) - 1
+                last = min(first + bundles, count) - 1
                 if size < self.builder.size:
                     report.add(
                         Problem(
@@ -342,9 +393,15 @@ class _Audit:
                         for where, what in check(conn):
                             report.add(Problem("derived", what, None, where))
                     return
+            took = time.perf_counter() - began
             first = last + 1
             if self.progress is not None:
                 self.progress(self.builder.size, size)
+            bundles = pace.next_bundles(bundles, took)
+            pause = pace.pause_s(took, growing=size > seen_size)
+            seen_size = size
+            if pause > 0:
+                time.sleep(pause)
 
     def _push(self, value: bytes) -> None:
         builder = self.builder

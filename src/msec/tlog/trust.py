@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
-from msec.tlog.audit import AuditReport, ExternalCheckpoint, LeafSource, audit
+from msec.tlog.audit import AuditReport, ExternalCheckpoint, LeafSource, Pace, audit
 from msec.tlog.checkpoint import Checkpoint, NoteError, NoteSigner, NoteVerifier, open_checkpoint
 from msec.tlog.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from msec.tlog.sql import LogError, SqlLog
@@ -248,6 +248,7 @@ class TrustLog:
         *,
         external: Sequence[ExternalCheckpoint] = (),
         progress: Callable[[int, int], None] | None = None,
+        pace: Pace | None = None,
     ) -> AuditReport:
         """Audit the whole log (see :func:`msec.tlog.audit.audit`)."""
         return audit(
@@ -258,4 +259,5 @@ class TrustLog:
             external=external,
             progress=progress,
             derived=self.derived,
+            pace=pace,
         )

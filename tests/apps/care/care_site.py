@@ -26,13 +26,9 @@ class CareSite:
     care: CareApp
 
 
-@pytest.fixture
-def care_site(tmp_path: Path) -> Iterator[CareSite]:
-    """Two homes (their gateways registered with the home as subject), the web app with the
-    care app installed and its engine running."""
-    platform = Platform.open(Settings.load(None, data_dir=tmp_path / "data"))
-    for home in HOMES:
-        platform.add_device(f"{home}-gw", "care_gateway", subject=home)
+def care_web(platform: Platform) -> CareSite:
+    """``platform``'s web app (an operator service token ``op-token``) with the care app
+    installed and its engine running; stop it with ``site.care.stop()``."""
     operator = Principal("service:operator", PrincipalKind.SERVICE, "default",
                          frozenset({"operator"}))  # fmt: skip
     access = platform.access_service({"op-token": operator})
@@ -40,7 +36,17 @@ def care_site(tmp_path: Path) -> Iterator[CareSite]:
     app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
                      access=access, principals=platform.principals, trust=platform.trust,
                      consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
-    care = install(app, ui, platform, feed)
-    yield CareSite(platform, app, care)
-    care.stop()
+    return CareSite(platform, app, install(app, ui, platform, feed))
+
+
+@pytest.fixture
+def care_site(tmp_path: Path) -> Iterator[CareSite]:
+    """Two homes (their gateways registered with the home as subject), the web app with the
+    care app installed and its engine running."""
+    platform = Platform.open(Settings.load(None, data_dir=tmp_path / "data"))
+    for home in HOMES:
+        platform.add_device(f"{home}-gw", "care_gateway", subject=home)
+    site = care_web(platform)
+    yield site
+    site.care.stop()
     platform.close()

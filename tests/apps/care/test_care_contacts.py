@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from care_site import care_web
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from msec.access.model import Principal, PrincipalKind
 from msec.apps.care.alarms import SqlAlarms
-from msec.apps.care.app import CareApp, install
+from msec.apps.care.app import CareApp
 from msec.apps.care.contacts import (
     MAX_CONTACTS,
     CareNotifications,
@@ -35,8 +35,6 @@ from msec.apps.care.model import AlarmKind
 from msec.apps.care.notify import Outbox, Recipient, verify_signature
 from msec.companion.sql import records_table
 from msec.platform import Platform, Settings
-from msec.platform.runtime import web_ui
-from msec.web.app import create_app
 
 SECRET = "family-hook-secret-0123456789"
 SECRET_NAME = "MSEC_CARE_WEBHOOK_FAMILY"
@@ -130,15 +128,8 @@ class Site:
 
 
 def start_site(platform: Platform, tokens: dict[str, str]) -> Site:
-    operator = Principal("service:operator", PrincipalKind.SERVICE, "default",
-                         frozenset({"operator"}))  # fmt: skip
-    access = platform.access_service({"op-token": operator})
-    ui, feed = web_ui(platform, access)
-    app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
-                     access=access, principals=platform.principals, trust=platform.trust,
-                     consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
-    care = install(app, ui, platform, feed)
-    return Site(platform, app, care, TestClient(app), tokens)
+    built = care_web(platform)
+    return Site(platform, built.app, built.care, TestClient(built.app), tokens)
 
 
 @pytest.fixture

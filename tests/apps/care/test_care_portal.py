@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from care_home import Sink
-from care_site import CareSite
+from care_site import CareSite, care_web
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from msec.access.model import Principal, PrincipalKind
 from msec.apps.care.alarms import EVENTS
-from msec.apps.care.app import CareApp, install
+from msec.apps.care.app import CareApp
 from msec.apps.care.engine import CareEngine
 from msec.apps.care.model import DEVICE_ROLES, AlarmKind, SensorEvent
 from msec.apps.care.offboard import ERASE_NOTE, offboard
@@ -46,9 +45,7 @@ from msec.companion import SqlCompanion
 from msec.companion.errors import UnknownSubject
 from msec.companion.keys import FileKeyWrapper
 from msec.platform import Platform, Settings
-from msec.platform.runtime import web_ui
 from msec.tlog import SqlLog
-from msec.web.app import create_app
 from msec.web.i18n import Catalogs
 
 SITE = "http://testserver"
@@ -112,18 +109,11 @@ def site_on(data_dir: Path) -> Iterator[Portal]:
     """A platform on ``data_dir`` with the care app installed (as ``care_site``), stopped on
     exit: opening it again is a restart."""
     platform = Platform.open(Settings.load(None, data_dir=data_dir))
-    operator = Principal("service:operator", PrincipalKind.SERVICE, "default",
-                         frozenset({"operator"}))  # fmt: skip
-    access = platform.access_service({"op-token": operator})
-    ui, feed = web_ui(platform, access)
-    app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
-                     access=access, principals=platform.principals, trust=platform.trust,
-                     consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
-    care = install(app, ui, platform, feed)
+    site = care_web(platform)
     try:
-        yield Portal(platform, app, care)
+        yield Portal(platform, site.app, site.care)
     finally:
-        care.stop()
+        site.care.stop()
         platform.close()
 
 
