@@ -11,7 +11,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from msec.ingest import Incoming
 from msec.platform import Platform, Settings
@@ -27,6 +30,22 @@ def fill(platform: Platform, device: Device, count: int) -> None:
         for i in range(count)
     ]
     assert all(outcome.ok for outcome in platform.ingestor.process(batch))
+
+
+Filled = tuple[Platform, Device, Path]
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Iterator[Filled]:
+    """A platform on SQLite with READINGS readings of one device."""
+    data_dir = tmp_path / "data"
+    platform = Platform.open(Settings.load(None, data_dir=data_dir))
+    try:
+        device = platform.add_device("llamas-v", "environment_station")
+        fill(platform, device, READINGS)
+        yield platform, device, data_dir
+    finally:
+        platform.close()
 
 
 QUICK = Pace(most_bundles=1, gap_s=0.01)  # one bundle a read, hardly a pause
@@ -89,69 +108,57 @@ def test_the_log_growing_during_the_audit_is_checked_to_its_end(tmp_path: Path) 
         platform.close()
 
 
-def test_tampering_is_still_named_while_the_log_grows(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    platform = Platform.open(Settings.load(None, data_dir=data_dir))
-    try:
-        device = platform.add_device("llamas-v", "environment_station")
-        fill(platform, device, READINGS)
-        platform.trust.checkpoint()
-        conn = sqlite3.connect(data_dir / "msec.db", timeout=5)
-        try:  # an early reading changed, a late one removed, a row added with no leaf
-            conn.execute("UPDATE twin_readings SET value_num = 99.5 WHERE seq = 42")
-            conn.execute(f"DELETE FROM twin_readings WHERE seq = {READINGS - 5}")
-            conn.execute(
-                "INSERT INTO twin_readings SELECT provider, 100000, service, resource, "
-                "value_type, value_num, value_text, timestamp, stored_at, NULL "
-                "FROM twin_readings WHERE seq = 3"
-            )
-            conn.commit()
-        finally:
-            conn.close()
-        chunks: list[int] = []
-
-        def between_chunks(done: int, total: int) -> None:
-            chunks.append(done)
-            if len(chunks) == 2:
-                fill(platform, device, 500)
-
-        report = audit_of(platform, between_chunks)
-        named = {(p.what, p.ref) for p in report.problems}
-        assert ("modified", "llamas-v/42") in named
-        assert ("missing_record", f"llamas-v/{READINGS - 5}") in named
-        assert ("inserted", "llamas-v/100000") in named
-        assert ("root_mismatch", None) in named  # the signed checkpoint covers seq 42
-        assert report.size == READINGS + 1 + 500
-        kinds = {p.what for p in report.problems}
-        assert kinds <= {"modified", "missing_record", "inserted", "root_mismatch", "tile"}, kinds
+def test_tampering_is_still_named_while_the_log_grows(filled: Filled) -> None:
+    platform, device, data_dir = filled
+    platform.trust.checkpoint()
+    conn = sqlite3.connect(data_dir / "msec.db", timeout=5)
+    try:  # an early reading changed, a late one removed, a row added with no leaf
+        conn.execute("UPDATE twin_readings SET value_num = 99.5 WHERE seq = 42")
+        conn.execute(f"DELETE FROM twin_readings WHERE seq = {READINGS - 5}")
+        conn.execute(
+            "INSERT INTO twin_readings SELECT provider, 100000, service, resource, "
+            "value_type, value_num, value_text, timestamp, stored_at, NULL "
+            "FROM twin_readings WHERE seq = 3"
+        )
+        conn.commit()
     finally:
-        platform.close()
+        conn.close()
+    chunks: list[int] = []
+
+    def between_chunks(done: int, total: int) -> None:
+        chunks.append(done)
+        if len(chunks) == 2:
+            fill(platform, device, 500)
+
+    report = audit_of(platform, between_chunks)
+    named = {(p.what, p.ref) for p in report.problems}
+    assert ("modified", "llamas-v/42") in named
+    assert ("missing_record", f"llamas-v/{READINGS - 5}") in named
+    assert ("inserted", "llamas-v/100000") in named
+    assert ("root_mismatch", None) in named  # the signed checkpoint covers seq 42
+    assert report.size == READINGS + 1 + 500
+    kinds = {p.what for p in report.problems}
+    assert kinds <= {"modified", "missing_record", "inserted", "root_mismatch", "tile"}, kinds
 
 
-def test_a_log_that_shrinks_during_the_audit_is_a_rollback(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    platform = Platform.open(Settings.load(None, data_dir=data_dir))
-    try:
-        device = platform.add_device("llamas-v", "environment_station")
-        fill(platform, device, READINGS)
-        calls: list[int] = []
+def test_a_log_that_shrinks_during_the_audit_is_a_rollback(filled: Filled) -> None:
+    platform, _, data_dir = filled
+    calls: list[int] = []
 
-        def between_chunks(done: int, total: int) -> None:
-            calls.append(done)
-            if len(calls) == 4:  # an old copy of the database put back mid-audit
-                conn = sqlite3.connect(data_dir / "msec.db", timeout=5)
-                try:
-                    conn.execute("UPDATE tlog_state SET size = 300")
-                    conn.commit()
-                finally:
-                    conn.close()
+    def between_chunks(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 4:  # an old copy of the database put back mid-audit
+            conn = sqlite3.connect(data_dir / "msec.db", timeout=5)
+            try:
+                conn.execute("UPDATE tlog_state SET size = 300")
+                conn.commit()
+            finally:
+                conn.close()
 
-        report = audit_of(platform, between_chunks)
-        assert not report.ok
-        assert [p.what for p in report.problems] == ["rollback"]
-        assert report.size == 300
-    finally:
-        platform.close()
+    report = audit_of(platform, between_chunks)
+    assert not report.ok
+    assert [p.what for p in report.problems] == ["rollback"]
+    assert report.size == 300
 
 
 def wal_salt(data_dir: Path) -> bytes:
@@ -160,42 +167,36 @@ def wal_salt(data_dir: Path) -> bytes:
         return fh.read(32)[16:24]
 
 
-def test_between_its_reads_sqlite_starts_its_wal_over(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    platform = Platform.open(Settings.load(None, data_dir=data_dir))
-    try:
-        device = platform.add_device("llamas-v", "environment_station")
-        fill(platform, device, READINGS)
-        started = threading.Event()
-        stop = threading.Event()
+def test_between_its_reads_sqlite_starts_its_wal_over(filled: Filled) -> None:
+    platform, device, data_dir = filled
+    started = threading.Event()
+    stop = threading.Event()
 
-        def write() -> None:  # the platform storing readings, checkpointing after each commit
-            checkpointer = sqlite3.connect(data_dir / "msec.db", timeout=10)
-            deadline = time.monotonic() + 2.0
-            try:
-                while not stop.is_set() and time.monotonic() < deadline:
-                    fill(platform, device, 20)
-                    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    started.set()
-                    time.sleep(0.02)
-            finally:
-                checkpointer.close()
-
-        salts: set[bytes] = set()
-        writer = threading.Thread(target=write)
-        writer.start()
-        started.wait(10)
+    def write() -> None:  # the platform storing readings, checkpointing after each commit
+        checkpointer = sqlite3.connect(data_dir / "msec.db", timeout=10)
+        deadline = time.monotonic() + 2.0
         try:
-            report = audit_of(platform, lambda done, total: salts.add(wal_salt(data_dir)),
-                              Pace(most_bundles=1, gap_s=0.2))  # fmt: skip
+            while not stop.is_set() and time.monotonic() < deadline:
+                fill(platform, device, 20)
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                started.set()
+                time.sleep(0.02)
         finally:
-            stop.set()
-            writer.join()
-        assert report.ok, report.as_dict()["problems"]
-        # The WAL started over again and again while the audit ran: it did not grow.
-        assert len(salts) >= 3, salts
+            checkpointer.close()
+
+    salts: set[bytes] = set()
+    writer = threading.Thread(target=write)
+    writer.start()
+    started.wait(10)
+    try:
+        report = audit_of(platform, lambda done, total: salts.add(wal_salt(data_dir)),
+                          Pace(most_bundles=1, gap_s=0.2))  # fmt: skip
     finally:
-        platform.close()
+        stop.set()
+        writer.join()
+    assert report.ok, report.as_dict()["problems"]
+    # The WAL started over again and again while the audit ran: it did not grow.
+    assert len(salts) >= 3, salts
 
 
 def test_the_pace_adapts_its_reads_and_pauses_only_when_asked() -> None:
