@@ -174,15 +174,15 @@ def test_raise_alarms_stores_nothing_when_the_database_fails(
 ) -> None:
     calls: list[int] = []
 
-    def fail_on_the_second(*args: object, **kw: object) -> None:
+    def fail_on_the_second(*args: object, **kw: object) -> object:
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2:  # after the first alarm's row is written
             raise sa.exc.OperationalError("insert", {}, Exception("disk I/O error"))
-        saved(*args, **kw)
+        return saved(*args, **kw)
 
     requests = [AlarmRequest(f"h{i}", INACTIVITY, "e", T0) for i in range(3)]
-    saved = alarms_module._add_event
-    monkeypatch.setattr(alarms_module, "_add_event", fail_on_the_second)
+    saved = alarms_module._event_row
+    monkeypatch.setattr(alarms_module, "_event_row", fail_on_the_second)
     with pytest.raises(sa.exc.OperationalError):
         alarms.raise_alarms(requests)
     monkeypatch.undo()

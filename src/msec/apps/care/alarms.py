@@ -328,25 +328,21 @@ class SqlAlarms:
         """Store the new alarms (``None``: skipped) in one transaction, then tell the
         subscribers; ``None`` for each one the uniqueness rules refused."""
         dialect = sqlite if self._sqlite else postgresql
+        # One statement compiled once, its values bound per row. No conflict target: DO
+        # NOTHING covers both uniqueness rules (the partial index too).
+        insert = dialect.insert(alarms_table).on_conflict_do_nothing()
+        insert = insert.returning(alarms_table.c.id)
         ids: list[int | None] = []
+        events: list[dict[str, Any]] = []
         if any(row is not None for row in rows):
             with self._writing() as conn:
                 for row in rows:
-                    if row is None:
-                        ids.append(None)
-                        continue
-                    # No conflict target: DO NOTHING covers both uniqueness rules (the
-                    # partial index too).
-                    stmt = (
-                        dialect.insert(alarms_table)
-                        .values(**row)
-                        .on_conflict_do_nothing()
-                        .returning(alarms_table.c.id)
-                    )
-                    id_ = conn.execute(stmt).scalar()
-                    if id_ is not None:
-                        _add_event(conn, id_, "raised", row["raised_at"], None, 0)
+                    id_ = None if row is None else conn.execute(insert, row).scalar()
+                    if row is not None and id_ is not None:
+                        events.append(_event_row(id_, "raised", row["raised_at"], None, 0))
                     ids.append(id_)
+                if events:
+                    conn.execute(events_table.insert(), events)
                 stored = {a.id: a for a in _load_many(conn, [i for i in ids if i is not None])}
         else:
             ids, stored = [None] * len(rows), {}
@@ -664,11 +660,14 @@ def _add_event(
     level: int,
     text: str | None = None,
 ) -> None:
-    conn.execute(
-        events_table.insert().values(
-            alarm_id=alarm_id, event=event, at=at, actor=by, level=level, text=text
-        )
-    )
+    conn.execute(events_table.insert(), _event_row(alarm_id, event, at, by, level, text))
+
+
+def _event_row(
+    alarm_id: int, event: str, at: float, by: str | None, level: int, text: str | None = None
+) -> dict[str, Any]:
+    return {"alarm_id": alarm_id, "event": event, "at": at, "actor": by, "level": level,
+            "text": text}  # fmt: skip
 
 
 def _load(conn: sa.Connection, alarm_id: int) -> Alarm:
