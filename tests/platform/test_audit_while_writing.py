@@ -161,6 +161,22 @@ def test_a_log_that_shrinks_during_the_audit_is_a_rollback(filled: Filled) -> No
     assert report.size == 300
 
 
+def test_an_audit_outrun_by_the_writers_still_ends(filled: Filled) -> None:
+    platform, device, _ = filled
+    calls: list[int] = []
+
+    def between_chunks(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) <= 40:  # more leaves appended than one read checks
+            fill(platform, device, 600)
+
+    report = audit_of(platform, between_chunks)
+    assert report.ok, report.as_dict()["problems"]
+    # 8 reads to the start's end, 3 more no closer to the end, then the rest at once.
+    assert len(calls) <= 12, len(calls)
+    assert report.size == platform.trust.log.size() == READINGS + 1 + 600 * len(calls)
+
+
 def wal_salt(data_dir: Path) -> bytes:
     """The WAL header's salts: SQLite changes them each time it starts the WAL over."""
     with open(data_dir / "msec.db-wal", "rb") as fh:

@@ -59,6 +59,9 @@ _MAX_NAMED: Final = 1000
 """Problems of one kind named individually; past that they are counted."""
 _BUNDLES_PER_READ: Final = 40
 """Bundles (of 256 leaves) read and checked in one read transaction: about a second."""
+_STALLS: Final = 3
+"""Reads in a row after which, still no closer to the log's end, the audit reads the rest
+in one transaction (the log grows faster than it is read: it must end)."""
 
 
 @dataclass(frozen=True)
@@ -358,7 +361,7 @@ class _Audit:
     ) -> None:
         report = self.report
         with _reading(self.engine) as conn:
-            seen_size = _size(conn)
+            seen_size = start_size = _size(conn)
             targets = _targets(conn, report, verifier, origin, external)
         self.wanted = {target_size for target_size, _ in targets}
         if 0 in self.wanted:
@@ -366,11 +369,14 @@ class _Audit:
         pace = self.pace
         first = 0  # the next bundle to read
         bundles = pace.most_bundles
+        behind, stalls = -1, 0  # catching up with what was appended since the start
         while True:
             began = time.perf_counter()
             with _reading(self.engine) as conn:
                 size = _size(conn)
                 count = -(-size // TILE_WIDTH)
+                if stalls >= _STALLS:  # appended faster than read: take the rest at once
+                    bundles = max(bundles, count - first)
                 last = min(first + bundles, count) - 1
                 if size < self.builder.size:
                     report.add(
@@ -395,6 +401,9 @@ class _Audit:
                     return
             took = time.perf_counter() - began
             first = last + 1
+            if first * TILE_WIDTH >= start_size:
+                stalls = stalls + 1 if count - first >= behind >= 0 else 0
+                behind = count - first
             if self.progress is not None:
                 self.progress(self.builder.size, size)
             bundles = pace.next_bundles(bundles, took)
