@@ -37,6 +37,7 @@ from msec.tlog.sql import (
     bundles_table,
     checkpoints_table,
     decode_bundle,
+    read_bundles,
     state_table,
     tiles_table,
 )
@@ -580,15 +581,7 @@ def _stored_leaves(
     What is missing or malformed (a bundle, a level-0 tile, an entry) is reported and given
     as ``None``.
     """
-    b, t = bundles_table.c, tiles_table.c
-    bundles = dict(
-        conn.execute(select(b.bundle, b.entries).where(b.bundle >= first, b.bundle <= last)).all()
-    )
-    tiles = dict(
-        conn.execute(
-            select(t.tile, t.hashes).where(t.level == 0, t.tile >= first, t.tile <= last)
-        ).all()
-    )
+    bundles, tiles = read_bundles(conn, first, last)
     chunk: list[tuple[int, bytes | None, str | None, str | None]] = []
     for number in range(first, last + 1):
         base = number * TILE_WIDTH

@@ -178,10 +178,10 @@ def decode_bundle(data: bytes) -> list[tuple[str, str, float]]:
     return found
 
 
-def _entries(conn: Connection, start: int, end: int) -> Iterator[LogEntry]:
-    """Entries ``[start, end)`` from bundles and level-0 tiles; ``LogError`` if either is
-    missing or short."""
-    first, last = start // TILE_WIDTH, (end - 1) // TILE_WIDTH
+def read_bundles(
+    conn: Connection, first: int, last: int
+) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """The stored bundles and level-0 tiles numbered ``first``..``last``, by number."""
     b, t = bundles_table.c, tiles_table.c
     bundles = dict(
         conn.execute(select(b.bundle, b.entries).where(b.bundle >= first, b.bundle <= last)).all()
@@ -191,6 +191,14 @@ def _entries(conn: Connection, start: int, end: int) -> Iterator[LogEntry]:
             select(t.tile, t.hashes).where(t.level == 0, t.tile >= first, t.tile <= last)
         ).all()
     )
+    return bundles, tiles  # type: ignore[return-value]
+
+
+def _entries(conn: Connection, start: int, end: int) -> Iterator[LogEntry]:
+    """Entries ``[start, end)`` from bundles and level-0 tiles; ``LogError`` if either is
+    missing or short."""
+    first, last = start // TILE_WIDTH, (end - 1) // TILE_WIDTH
+    bundles, tiles = read_bundles(conn, first, last)
     for number in range(first, last + 1):
         if number not in bundles or number not in tiles:
             raise LogError(f"bundle or tile 0/{number} is missing")

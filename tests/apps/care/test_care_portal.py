@@ -537,13 +537,19 @@ def test_profiles_and_settings_forms_are_checked() -> None:
     assert error.value.field == "s.offline_s" and error.value.label == "care.setting.offline_s"
 
 
-def test_the_people_store(engine: sa.Engine, tmp_path: Path) -> None:
+def people_store(engine: sa.Engine, tmp_path: Path) -> SqlPeople:
+    """An empty people store on ``engine``, with its log and companion store."""
     log = SqlLog(engine)
     log.create_schema()
     companion = SqlCompanion(engine, FileKeyWrapper(tmp_path / "kek.key"))
     companion.create_schema()
     store = SqlPeople(engine, companion, log)
     store.create_schema()
+    return store
+
+
+def test_the_people_store(engine: sa.Engine, tmp_path: Path) -> None:
+    store = people_store(engine, tmp_path)
     store.create_schema()  # idempotent
     ana = store.add(HOME, Profile("Ana", phone="1"), by="user:olga", at=10.0)
     assert (ana.home, ana.settings, ana.disabled, ana.configured) == (HOME, {}, frozenset(), False)
@@ -575,12 +581,7 @@ def test_the_people_store(engine: sa.Engine, tmp_path: Path) -> None:
 def test_a_configuration_the_store_no_longer_holds_is_dropped_at_start(
     engine: sa.Engine, tmp_path: Path
 ) -> None:
-    log = SqlLog(engine)
-    log.create_schema()
-    companion = SqlCompanion(engine, FileKeyWrapper(tmp_path / "kek.key"))
-    companion.create_schema()
-    store = SqlPeople(engine, companion, log)
-    store.create_schema()
+    store = people_store(engine, tmp_path)
     store.add(HOME, Profile("Ana"), by="user:olga")
     store.set_config(HOME, settings={"inactivity_s": 60.0}, disabled=(), rules={},
                      by="user:olga")  # fmt: skip
