@@ -358,12 +358,12 @@ class Runtime:
                 continue
             if report is None:  # stopping
                 return
-            checks.record(report, by="runtime")
-            if not report.ok:
+            if not report.ok:  # the security event first: whoever sees the record finds it
                 log.error("tamper check FAILED: %d problems (run msec verify)",
                           len(report.problems))  # fmt: skip
                 problems = f"{len(report.problems)} problems in the log"
                 self.platform.events.warn("tampering", problems, source="tamper-check")
+            checks.record(report, by="runtime")
 
     def _anchorer(self) -> Anchorer | None:
         """An anchorer on the configured chain, or ``None`` (logged) while it is unusable."""
