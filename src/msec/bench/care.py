@@ -511,6 +511,8 @@ class _WatchResult:
     #: alarm id -> (first seen epoch s, the alarm as the API gave it)
     seen: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     polls: int = 0
+    #: each answered poll's round trip, s (a slow API shows here, not only in ``show_ms``)
+    poll_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     handled: int = 0
     handle_errors: Counter[str] = field(default_factory=Counter)
@@ -534,6 +536,7 @@ def _watch_run(plan: _WatchPlan, stop: Any) -> _WatchResult:
                 continue
             now = time.time()
             result.polls += 1
+            result.poll_s.append(time.monotonic() - began)
             if answer.status_code != 200:
                 result.errors[str(answer.status_code)] += 1
             else:
@@ -966,6 +969,8 @@ def run_care_bench(
         "publisher_cpu_cores": round(sum(r.cpu_s for r in results) / max(ended - r0, 1e-9), 2),
         "polls": watched.polls,
         "poll_ms": poll_ms,
+        "poll_p99_ms": _percentile([x * 1000 for x in watched.poll_s], 0.99),
+        "poll_max_ms": round(max(watched.poll_s) * 1000, 1) if watched.poll_s else None,
         "api_errors": dict(watched.errors),
         "handled": watched.handled,
         "handle_errors": dict(watched.handle_errors),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from care_home import HOME, Home, Sink, at, start_day
 
@@ -326,3 +328,22 @@ def test_alarms_the_store_failed_survive_a_restart() -> None:
     again.tick(at("2026-03-03 10:00") + 1)
     assert sink.kinds() == [AlarmKind.NO_MORNING_ACTIVITY] * 2
     assert again.snapshot()["retry"] == []
+
+
+def test_a_snapshot_of_many_homes_is_one_json_document(engine: CareEngine) -> None:
+    """The snapshot is written a few hundred homes per ``json.dumps`` (so that the API's
+    threads run in between): the text is still exactly one compact JSON document, and a
+    restart from it has every home."""
+    t = at("2026-03-02 08:00")
+    homes = [f"home-{i:04d}" for i in range(600)]  # more than two chunks
+    for i, home in enumerate(homes):
+        engine.configure(home, inactivity_s=3600 + i)
+        engine.observe(SensorEvent(home, "motion", f"{home}-motion", "motion", "detected",
+                                   True, t + i, 1))  # fmt: skip
+    text = engine.snapshot_json()
+    data = json.loads(text)
+    assert text == json.dumps(data, separators=(",", ":"))
+    assert list(data["homes"]) == homes and list(data["people"]) == homes
+    again = CareEngine(Sink())
+    again.restore(data)
+    assert again.snapshot_json() == text

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from msec.access.model import Principal, Verb
 from msec.apps.care.alarms import Alarm, AlarmStateError, SqlAlarms, UnknownAlarm
@@ -89,6 +90,9 @@ def add_care_api(app: FastAPI, alarms: SqlAlarms) -> None:
             raise HTTPException(400, "note is text")
         return data
 
+    # The handlers below read their body on the event loop and do their database work in
+    # the thread pool: a write waiting for the database's lock must not stall every other
+    # request of the process (the operators' board polling the alarms among them).
     def change(action: Callable[[], Alarm]) -> dict[str, Any]:
         try:
             return action().as_dict()
@@ -100,27 +104,33 @@ def add_care_api(app: FastAPI, alarms: SqlAlarms) -> None:
     @app.post(_PREFIX + "/alarms/{alarm_id}/acknowledge", tags=["care"])
     async def acknowledge(request: Request, alarm_id: str, who: Caller) -> dict[str, Any]:
         """Raised -> acknowledged (``{"note": "..."}`` optional); 409 from another state."""
-        alarm = one(request, who, alarm_id, Verb.SET)
+        alarm = await run_in_threadpool(one, request, who, alarm_id, Verb.SET)
         data = await body(request)
-        return change(lambda: alarms.acknowledge(alarm.id, by=who.id, note=data.get("note")))
+        return await run_in_threadpool(
+            change, lambda: alarms.acknowledge(alarm.id, by=who.id, note=data.get("note"))
+        )
 
     @app.post(_PREFIX + "/alarms/{alarm_id}/resolve", tags=["care"])
     async def resolve(request: Request, alarm_id: str, who: Caller) -> dict[str, Any]:
         """-> resolved (``{"note": "...", "false_positive": true}`` optional)."""
-        alarm = one(request, who, alarm_id, Verb.SET)
+        alarm = await run_in_threadpool(one, request, who, alarm_id, Verb.SET)
         data = await body(request)
         false_positive = data.get("false_positive", False)
         if not isinstance(false_positive, bool):
             raise HTTPException(400, "false_positive is true or false")
-        return change(lambda: alarms.resolve(alarm.id, by=who.id, note=data.get("note"),
-                                             false_positive=false_positive))  # fmt: skip
+        return await run_in_threadpool(
+            change, lambda: alarms.resolve(alarm.id, by=who.id, note=data.get("note"),
+                                           false_positive=false_positive)
+        )  # fmt: skip
 
     @app.post(_PREFIX + "/alarms/{alarm_id}/notes", tags=["care"], status_code=201)
     async def note(request: Request, alarm_id: str, who: Caller) -> dict[str, Any]:
         """Add an operator's note (``{"note": "..."}``)."""
-        alarm = one(request, who, alarm_id, Verb.SET)
+        alarm = await run_in_threadpool(one, request, who, alarm_id, Verb.SET)
         data = await body(request)
         text = data.get("note")
         if not text:
             raise HTTPException(400, "note is required")
-        return change(lambda: alarms.add_note(alarm.id, by=who.id, text=text))
+        return await run_in_threadpool(
+            change, lambda: alarms.add_note(alarm.id, by=who.id, text=text)
+        )

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from msec.access.model import Verb
 from msec.apps.care.alarms import Alarm, AlarmStateError, SqlAlarms
@@ -105,6 +106,11 @@ def add_care_pages(app: FastAPI, ui: WebUi, alarms: SqlAlarms, engine: CareEngin
 
     async def handle(request: Request, viewer: Viewer, alarm_id: str, action: str) -> Response:
         form = await ui.form(request, viewer)
+        # The database work in the thread pool: a write waiting for the lock must not stall
+        # the event loop (and every other page and poll with it).
+        return await run_in_threadpool(change, request, viewer, alarm_id, action, form)
+
+    def change(request: Request, viewer: Viewer, alarm_id: str, action: str, form: Any) -> Response:
         ui.require(request, viewer, CARE_STAFF)
         alarm = alarms.get(int(alarm_id)) if alarm_id.isdigit() and len(alarm_id) < 18 else None
         if alarm is None or not may(request, viewer, alarm.home, Verb.GET):
