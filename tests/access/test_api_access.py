@@ -11,7 +11,8 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from msec.access.model import ROLES
+from msec.access.engine import ResourceInfo
+from msec.access.model import ROLES, Verb
 from msec.ingest import Incoming
 from msec.platform import Platform, Settings
 from msec.web.app import create_app
@@ -301,3 +302,31 @@ def test_informed_consent_notice_accept_and_withdraw(world: World) -> None:
     status = world.get("/api/v1/consent/notices/park-guide/status", "citizen").json()
     assert status["consented"] is False
     assert world.client.get("/api/v1/consent/notices/nothing").status_code == 404
+
+
+def test_a_batch_of_resource_lookups_decides_as_one_at_a_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = world.platform
+    names = ["llamas-01", "home-7", "nobody-9"]
+    alone, batched = p.access_service(), p.access_service()
+    assert alone.resource_info("home-7") == ResourceInfo("santander", "maria", sensitive=True)
+    assert alone.resource_info("llamas-01") == ResourceInfo("santander", None, sensitive=False)
+    assert alone.resource_info("nobody-9") is None
+    lookups: list[list[str]] = []
+    tenants = p.twin.tenants
+    monkeypatch.setattr(p.twin, "tenants", lambda wanted: lookups.append(sorted(wanted))
+                        or tenants(wanted))  # fmt: skip
+    batched.prefetch(names * 3)
+    assert lookups == [sorted(names)]  # one batch for all of them
+    users = p.principals
+    for role in ("operator", "citizen", "caregiver"):
+        who = users.authenticate_token(world.tokens[role])
+        for name in names:
+            for verb in (Verb.GET, Verb.SET):
+                expected = alone.authorize(who, verb, name, "environment", "co2", source="t")
+                got = batched.authorize(who, verb, name, "environment", "co2", source="t")
+                assert (got.allowed, got.reason) == (expected.allowed, expected.reason)
+    assert len(lookups) == 1  # the decisions were made from the batch
+    batched.prefetch(names)
+    assert len(lookups) == 1  # still fresh: nothing looked up again

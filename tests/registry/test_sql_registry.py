@@ -50,3 +50,13 @@ def test_secrets_are_wrapped_and_a_wrong_kek_is_a_clear_error(tmp_path: Path) ->
 def test_kek_must_be_32_bytes(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         registry(tmp_path / "r.db", b"short")
+
+
+def test_subjects_of_many_devices_in_batches(tmp_path: Path) -> None:
+    reg = registry(tmp_path / "r.db", os.urandom(32))
+    for name, subject in (("a-home-gw", "maria"), ("b-park", None), ("zz-home-gw", "kenji")):
+        reg.add(DeviceRecord(name, "environment_station", "default", "HMAC256", b"k" * 32,
+                             subject=subject))  # fmt: skip
+    asked = [f"absent-{i:04d}" for i in range(1200)] + ["a-home-gw", "b-park", "zz-home-gw"]
+    assert reg.subjects(asked) == {"a-home-gw": "maria", "b-park": None, "zz-home-gw": "kenji"}
+    assert reg.subjects([]) == {}

@@ -326,3 +326,10 @@ def test_two_writer_processes_share_one_sqlite_file(tmp_path: Path) -> None:
 def test_make_engine_refuses_other_databases() -> None:
     with pytest.raises(MsecError):
         make_engine("mysql://localhost/db")
+
+
+def test_tenants_of_many_providers_in_batches(twin: SqlTwin) -> None:
+    twin.ensure_provider("zz-last", kind=KIND.name, tenant="fujisawa")
+    asked = [f"absent-{i:04d}" for i in range(1200)] + ["meter-1", "zz-last", "meter-1"]
+    assert twin.tenants(asked) == {"meter-1": "default", "zz-last": "fujisawa"}
+    assert twin.tenants([]) == {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from msec.access.audit import SqlAudit
@@ -29,6 +29,10 @@ from msec.core.errors import MsecError
 from msec.guard.base import EventLog
 
 __all__ = ["AccessDenied", "AccessService", "NotAuthenticated", "TokenStore"]
+
+
+#: Providers whose :class:`ResourceInfo` the service keeps (for ``info_ttl`` seconds).
+_INFO_CACHE = 100_000
 
 
 class NotAuthenticated(MsecError):
@@ -55,6 +59,8 @@ class TokenStore(Protocol):
 
 ResourceLookup = Callable[[str], ResourceInfo | None]
 """``provider -> ResourceInfo`` (tenant, subject; sensitivity is per resource, see below)."""
+ResourcesLookup = Callable[[Iterable[str]], Mapping[str, ResourceInfo | None]]
+"""The same for many providers at once (a few queries for a page of them)."""
 
 
 class AccessService:
@@ -68,6 +74,7 @@ class AccessService:
         audit: SqlAudit | None,
         events: EventLog,
         resources: ResourceLookup,
+        resources_many: ResourcesLookup | None = None,
         sensitive: Callable[[str, str, str], bool] = lambda p, s, r: False,
         static_tokens: Mapping[str, Principal] | None = None,
         limiter: RateLimiter | None = None,
@@ -79,6 +86,7 @@ class AccessService:
         self.audit = audit
         self._events = events
         self._resources = resources
+        self._resources_many = resources_many
         self._sensitive = sensitive
         self._static = dict(static_tokens or {})
         self.limiter = limiter
@@ -125,11 +133,28 @@ class AccessService:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         info = self._resources(provider)
-        with self._lock:
-            if len(self._info) > 100_000:
-                self._info.clear()
-            self._info[provider] = (now, info)
+        self._remember(now, {provider: info})
         return info
+
+    def prefetch(self, providers: Iterable[str]) -> None:
+        """Look up, in one batch, what :meth:`authorize` will need for each of ``providers``
+        that is not cached: a list of a thousand homes' alarms then costs a few queries, not
+        two per home (each of which waits for the interpreter lock again on a busy
+        server). Without a batched lookup, does nothing."""
+        if self._resources_many is None:
+            return
+        now = time.monotonic()
+        info, ttl = self._info, self._ttl
+        stale = {p for p in providers if (c := info.get(p)) is None or now - c[0] >= ttl}
+        if stale:
+            self._remember(now, self._resources_many(stale))
+
+    def _remember(self, now: float, infos: Mapping[str, ResourceInfo | None]) -> None:
+        with self._lock:
+            if len(self._info) + len(infos) > _INFO_CACHE:
+                self._info.clear()
+            for provider, info in infos.items():
+                self._info[provider] = (now, info)
 
     def authorize(
         self,
@@ -141,17 +166,21 @@ class AccessService:
         *,
         source: str,
         record: bool = True,
+        personal: bool = False,
     ) -> Decision:
         """Decide, and record what must be recorded. An unknown provider is decided as a
         resource of the principal's own tenant (so that the answer says nothing about
-        whether it exists)."""
+        whether it exists). ``personal``: the caller knows the resource is personal data
+        whatever the registry says (a person's care alarms, even of a home whose devices
+        are not, or no longer, registered)."""
         if self.sync is not None:
             self.sync.refresh()
         info = self.resource_info(provider) or ResourceInfo(principal.tenant or "default")
-        # Personal data: a device that records a person (it has a data subject), or a
-        # resource configured sensitive.
+        # Personal data: a device that records a person (it has a data subject), a resource
+        # configured sensitive, or one the caller says is.
         if not info.sensitive and (
-            service != "*" and resource != "*" and self._sensitive(provider, service, resource)
+            personal
+            or (service != "*" and resource != "*" and self._sensitive(provider, service, resource))
         ):
             info = ResourceInfo(info.tenant, info.subject, True)
         decision = self.engine.decide(principal, verb, provider, service, resource, info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,14 +210,19 @@ class Platform:
         def consent(principal: Principal, provider: str, verb: Verb) -> bool:
             return self.consent.allows(principal.id, provider, str(verb)) is not None
 
+        def resources_many(providers: Iterable[str]) -> dict[str, ResourceInfo | None]:
+            wanted = list(providers)
+            tenants = self.twin.tenants(wanted)
+            subjects = self.registry.subjects(tenants)
+            found: dict[str, ResourceInfo | None] = dict.fromkeys(wanted)
+            for provider, tenant in tenants.items():
+                subject = subjects.get(provider)
+                # A device that records a person holds personal data on every resource.
+                found[provider] = ResourceInfo(tenant, subject, sensitive=subject is not None)
+            return found
+
         def resources(provider: str) -> ResourceInfo | None:
-            info = self.twin.provider(provider)
-            if info is None:
-                return None
-            device = self.registry.get(provider)
-            subject = device.subject if device else None
-            # A device that records a person holds personal data on every resource.
-            return ResourceInfo(info.tenant, subject, sensitive=subject is not None)
+            return resources_many([provider])[provider]
 
         http = self.settings.http
         engine = PolicyEngine(BUILTIN_POLICIES, consent=consent)
@@ -229,6 +234,7 @@ class Platform:
             audit=self.audit,
             events=self.events,
             resources=resources,
+            resources_many=resources_many,
             sensitive=self.ingestor.sensitive,
             static_tokens=static_tokens,
             limiter=RateLimiter(http.rate_per_s, http.rate_burst),

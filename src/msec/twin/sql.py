@@ -61,6 +61,9 @@ metadata = MetaData()
 #   "b" bool:  value_num 0.0 / 1.0
 #   "s" str:   value_text
 #   "j" str that a database cannot store as text (NUL, lone surrogates): JSON in value_text
+#: Names per ``IN (...)`` list of a batched lookup (well under SQLite's variable limit).
+_IN_CHUNK: Final = 500
+
 providers_table = Table(
     "twin_providers",
     metadata,
@@ -652,6 +655,19 @@ class SqlTwin:
         with self._engine.connect() as conn:
             rows = conn.execute(select(providers_table).order_by(providers_table.c.name))
             return [_provider_info(row._mapping) for row in rows]
+
+    def tenants(self, names: Iterable[str]) -> dict[str, str]:
+        """``{provider: tenant}`` for those of ``names`` that exist: a few queries for any
+        number of names (the access layer's lookup of a page of homes)."""
+        wanted = sorted(set(names))
+        found: dict[str, str] = {}
+        p = providers_table.c
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                stmt = select(p.name, p.tenant).where(p.name.in_(chunk))
+                found.update((name, value) for name, value in conn.execute(stmt))
+        return found
 
     def provider(self, name: str) -> ProviderInfo | None:
         """One provider with its resources' latest values (by service, resource), or ``None``."""

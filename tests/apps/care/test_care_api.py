@@ -98,3 +98,24 @@ def test_bad_requests(world: World) -> None:
     big = world.client.post(url, content=b"{" + b" " * 9000 + b"}", headers=headers)
     assert big.status_code == 413
     assert world.client.get("/api/v1/care/alarms").status_code == 401
+
+
+def test_a_list_of_many_homes_alarms_looks_the_homes_up_in_one_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alarms = world.care.alarms
+    homes = [f"home-{i:04d}" for i in range(1, 41)]
+    for home in homes:
+        alarms.raise_alarm(home, AlarmKind.NO_MORNING_ACTIVITY, "m", at=100.0, detail={})
+    batches: list[int] = []
+    tenants = world.platform.twin.tenants
+    monkeypatch.setattr(world.platform.twin, "tenants", lambda wanted: batches.append(
+        len(set(wanted))) or tenants(wanted))  # fmt: skip
+    listed = world.get("/api/v1/care/alarms", "olga").json()
+    assert sorted(a["home"] for a in listed) == homes
+    # One lookup for the 40 homes (not one per home, each waiting again for the lock).
+    assert batches == [40]
+    world.platform.consent.grant("home-0003", "user:carmen", scope="home-0003-*",
+                                 granted_by="user:home-0003")  # fmt: skip
+    assert [a["home"] for a in world.get("/api/v1/care/alarms", "carmen").json()] == ["home-0003"]
+    assert batches == [40]  # the same homes, still fresh

@@ -37,8 +37,8 @@ def add_care_api(app: FastAPI, alarms: SqlAlarms) -> None:
 
     def may(request: Request, who: Principal, home: str, verb: Verb) -> bool:
         source = request.client.host if request.client else ""
-        return access.authorize(who, verb, *alarm_target(home), source=source,
-                                record=False).allowed  # fmt: skip
+        return access.authorize(who, verb, *alarm_target(home), source=source, record=False,
+                                personal=True).allowed  # fmt: skip
 
     def one(request: Request, who: Principal, alarm_id: str, verb: Verb) -> Alarm:
         if not alarm_id.isdigit() or len(alarm_id) > 18:
@@ -63,6 +63,7 @@ def add_care_api(app: FastAPI, alarms: SqlAlarms) -> None:
     ) -> list[dict[str, Any]]:
         """Alarms the caller may see: active ones (raised first, newest first) or the history."""
         found = alarms.active(home) if state == "active" else alarms.history(home, limit=limit)
+        access.prefetch(alarm_target(h)[0] for h in {a.home for a in found})  # one batch
         return [a.as_dict() for a in found if may(request, who, a.home, Verb.GET)][:limit]
 
     @app.get(_PREFIX + "/alarms/counts", tags=["care"], include_in_schema=True)

@@ -93,7 +93,8 @@ class CareAccess:
 
     def decide(self, request: Request, viewer: Viewer, home: str, verb: Verb) -> Decision:
         return self.ui.access.authorize(viewer.principal, verb, *self.target(home),
-                                        source=_source(request), record=False)  # fmt: skip
+                                        source=_source(request), record=False,
+                                        personal=True)  # fmt: skip
 
     def check(self, request: Request, viewer: Viewer, home: str, verb: Verb) -> None:
         """Audit this access to ``home``'s personal data; refused: 404 for reading (no
@@ -123,6 +124,7 @@ class CareAccess:
             grants = self.platform.consent.active(viewer.principal.id)
             homes = [h for h in homes
                      if any(scope_matches(g.scope, device_name(h, "gw")) for g in grants)]
+        self.ui.access.prefetch(self.target(h)[0] for h in homes)  # one batch, not one per home
         return [h for h in homes if self.decide(request, viewer, h, Verb.GET).allowed]
 
     def listed(self, request: Request, viewer: Viewer, homes: list[str]) -> None:
@@ -320,10 +322,14 @@ def _add_home_pages(app: FastAPI, ui: WebUi, platform: Platform, alarms: SqlAlar
     async def changing(request: Request, viewer: Viewer, home: str) -> tuple[str, Any]:
         """The form of a change to ``home``: CSRF checked, staff only, audited."""
         form = await ui.form(request, viewer)
-        ui.require(request, viewer, CARE_STAFF)
-        home = home_or_404(viewer, home)
-        access.check(request, viewer, home, Verb.SET)
-        return home, form
+
+        def check() -> str:  # the access decision is audited: a database write
+            ui.require(request, viewer, CARE_STAFF)
+            found = home_or_404(viewer, home)
+            access.check(request, viewer, found, Verb.SET)
+            return found
+
+        return await run_in_threadpool(check), form
 
     @app.post("/care/homes/{home}/profile", response_class=HTMLResponse, include_in_schema=False)
     async def change_profile(request: Request, home: str, viewer: ViewerDep) -> Response:
