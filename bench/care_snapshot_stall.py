@@ -17,21 +17,13 @@ import argparse
 import dataclasses
 import json
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from fastapi.testclient import TestClient
-
-from msec.access.model import Principal, PrincipalKind
-from msec.apps.care.app import install
+from care_api_site import care_api_site
 from msec.apps.care.engine import CareEngine
-from msec.apps.care.model import AlarmKind, AlarmRequest, SensorEvent
-from msec.platform import Platform, Settings
-from msec.platform.runtime import web_ui
-from msec.web.app import create_app
+from msec.apps.care.model import SensorEvent
 
 
 class _Nowhere:
@@ -59,20 +51,8 @@ def main() -> None:
     parser.add_argument("--homes", type=int, default=10_000)
     parser.add_argument("--alarms", type=int, default=286)
     args = parser.parse_args()
-    platform = Platform.open(Settings.load(None, data_dir=Path(tempfile.mkdtemp()) / "data"))
-    operator = Principal("service:bench", PrincipalKind.SERVICE, "default",
-                         frozenset({"operator"}))  # fmt: skip
-    access = platform.access_service({"bench-token": operator})
-    ui, feed = web_ui(platform, access)
-    app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
-                     access=access, principals=platform.principals, trust=platform.trust,
-                     consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
-    care = install(app, ui, platform, feed)
-    client = TestClient(app, headers={"Authorization": "Bearer bench-token"})
-    care.alarms.raise_alarms([
-        AlarmRequest(f"home-{i:05d}", AlarmKind.NO_MORNING_ACTIVITY, "2026-03-02", time.time())
-        for i in range(args.alarms)
-    ])  # fmt: skip
+    site = care_api_site(args.alarms)
+    client = site.client
     engine = engine_with(args.homes)
 
     def polls() -> tuple[float, float]:
@@ -107,8 +87,7 @@ def main() -> None:
         figures["snapshot_mb"] = round(size / 1e6, 1)
         figures[f"poll_beside_{name}_ms"] = [round(x, 1) for x in _beside(write, polls)]
     print(json.dumps(figures))
-    care.stop()
-    platform.close()
+    site.close()
 
 
 def _beside(write: Callable[[], str], measure: Callable[[], tuple[float, float]]) -> tuple:

@@ -501,6 +501,29 @@ def test_on_change_hears_every_committed_change(alarms: SqlAlarms) -> None:
     ]
 
 
+def test_a_batch_subscriber_hears_one_transactions_alarms_at_once(alarms: SqlAlarms) -> None:
+    batches: list[tuple[str, list[str]]] = []
+    heard: list[str] = []
+
+    class Batch:
+        def __call__(self, event: str, alarm: Alarm) -> None:
+            batches.append((event, [alarm.home]))
+
+        def many(self, event: str, found: list[Alarm]) -> None:
+            batches.append((event, [a.home for a in found]))
+
+    class Broken(Batch):
+        def many(self, event: str, found: list[Alarm]) -> None:
+            raise RuntimeError("a broken batch subscriber")
+
+    alarms.on_change.extend([Broken(), Batch(), lambda e, a: heard.append(a.home)])
+    homes = ["h1", "h2", "h3"]
+    alarms.raise_alarms([AlarmRequest(h, INACTIVITY, "e", T0, {}) for h in [*homes, "h1"]])
+    assert batches == [("raised", homes)] and heard == homes  # the repeat was not stored
+    alarms.raise_alarms([AlarmRequest("h1", INACTIVITY, "e", T0, {})])  # nothing new
+    assert batches == [("raised", homes)]
+
+
 def test_on_change_runs_after_the_commit(alarms: SqlAlarms, engine: Engine) -> None:
     seen_by_others: list[str | None] = []
 

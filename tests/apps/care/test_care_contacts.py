@@ -31,7 +31,7 @@ from msec.apps.care.contacts import (
     ContactBook,
     ContactError,
 )
-from msec.apps.care.model import AlarmKind
+from msec.apps.care.model import AlarmKind, AlarmRequest
 from msec.apps.care.notify import Outbox, Recipient, verify_signature
 from msec.companion.sql import records_table
 from msec.platform import Platform, Settings
@@ -493,3 +493,30 @@ def _alarm(site: Site, home: str) -> Any:
     alarm = site.care.alarms.raise_alarm(home, AlarmKind.LOW_BATTERY, "x", detail={})
     assert alarm is not None
     return alarm
+
+
+def test_a_burst_of_alarms_is_routed_with_one_lookup_of_who_has_contacts(
+    site: Site, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_family(site, hooks)
+    notifications = site.notifications
+    routed: list[str] = []
+    route = notifications.route
+    monkeypatch.setattr(notifications._subscriber, "route",
+                        lambda event, alarm: routed.append(alarm.home) or route(event, alarm))
+    heard: list[int] = []
+    site.care.alarms.on_change.append(lambda event, alarm: heard.append(alarm.id))
+    homes = ["home-0001", *(f"home-9{i:03d}" for i in range(30))]
+    raised = site.care.alarms.raise_alarms(
+        [AlarmRequest(home, AlarmKind.NO_MORNING_ACTIVITY, "2026-03-02", 100.0) for home in homes]
+    )
+    assert all(raised) and heard == [a.id for a in raised if a]
+    assert routed == ["home-0001"]  # the other 30 homes have nobody to tell
+    first = raised[0]
+    assert first is not None
+    deliveries = notifications.outbox.for_alarm(first.id)
+    assert sorted(d.recipient.kind for d in deliveries) == ["email", "webhook"]
+    # One alarm alone is routed as before.
+    alone = site.care.alarms.raise_alarm("home-9000", AlarmKind.LOW_BATTERY, "b", detail={})
+    assert alone is not None and routed == ["home-0001", "home-9000"]
+    assert notifications.outbox.for_alarm(alone.id) == []

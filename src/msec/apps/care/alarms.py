@@ -23,7 +23,8 @@
   Safe to share between threads.
 * **Subscribers hear of committed changes only.** Callbacks in :attr:`SqlAlarms.on_change`
   are called after the commit, in the calling thread; one that raises is logged and the
-  others still run.
+  others still run. A callback with a ``many(event, alarms)`` method hears what one
+  transaction raised in one call (a burst of alarms then costs it one query, not one each).
 * **Time is a parameter.** Every method where time matters takes ``at`` (epoch seconds,
   default now).
 
@@ -245,8 +246,19 @@ class SqlAlarms:
         return locked_transaction(self._engine, _PG_LOCK_KEY)
 
     def _emit(self, event: str, alarms: Iterable[Alarm]) -> None:
-        for alarm in alarms:
-            for callback in list(self.on_change):
+        alarms = list(alarms)
+        if not alarms:
+            return
+        for callback in list(self.on_change):
+            many = getattr(callback, "many", None)
+            if many is not None:
+                try:
+                    many(event, alarms)
+                except Exception:
+                    _log.exception("care alarms: an on_change callback failed (%s x%d)",
+                                   event, len(alarms))  # fmt: skip
+                continue
+            for alarm in alarms:
                 try:
                     callback(event, alarm)
                 except Exception:

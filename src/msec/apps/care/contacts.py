@@ -335,6 +335,18 @@ class ContactBook:
                                row.created_by))  # fmt: skip
         return out
 
+    def homes_with_contacts(self, homes: Iterable[str]) -> set[str]:
+        """Those of ``homes`` that have a contact (a few queries for any number of homes)."""
+        wanted = sorted(set(homes))
+        c = contacts_table.c
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                found.update(conn.execute(sa.select(c.home).where(c.home.in_(chunk)).distinct())
+                             .scalars())  # fmt: skip
+        return found
+
     def recipients(self, home: str) -> list[Recipient]:
         return [contact.recipient() for contact in self.list(home)]
 
@@ -433,7 +445,14 @@ class CareNotifications:
         self.email = email
         self.clock = clock
         self.thread: NotifierThread | None = None
-        self._subscriber = outbox.subscriber(self.route, clock=clock)
+        self._subscriber = outbox.subscriber(self.route, clock=clock, audience=self.audience)
+
+    def audience(self, homes: set[str]) -> set[str]:
+        """Those of ``homes`` whose alarms may have anyone to tell: every one when the desk
+        hears of them, else those with contacts (one query for a burst of alarms)."""
+        if any(self.email or r.kind != "email" for r in self.desk):
+            return homes
+        return self.book.homes_with_contacts(homes)
 
     def route(self, event: str, alarm: Alarm) -> list[Recipient]:
         """Who hears of ``event`` of ``alarm``: the home's contacts and the desk, by role."""

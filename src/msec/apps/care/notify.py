@@ -44,7 +44,7 @@ import ssl
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -268,6 +268,36 @@ outbox_table = sa.Table(
 _ERASED_HOST: Final = "erased.invalid"
 
 
+class _Subscriber:
+    """:meth:`Outbox.subscriber`: one change at a time, or a batch (``many``)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        route: Callable[[str, Alarm], Iterable[Recipient]],
+        clock: Callable[[], float],
+        audience: Callable[[set[str]], set[str]] | None,
+    ) -> None:
+        self.outbox, self.route, self.clock, self.audience = outbox, route, clock, audience
+
+    def __call__(self, event: str, alarm: Alarm) -> None:
+        recipients = list(self.route(event, alarm))
+        if recipients:
+            self.outbox.enqueue(alarm, event, recipients, self.clock())
+
+    def many(self, event: str, alarms: Sequence[Alarm]) -> None:
+        told = None
+        if self.audience is not None and len(alarms) > 1:
+            told = self.audience({a.home for a in alarms})
+        for alarm in alarms:
+            if told is not None and alarm.home not in told:
+                continue
+            try:
+                self(event, alarm)
+            except Exception:  # committed already: the others must still be told
+                _log.exception("care alarm %s: enqueueing %s failed", alarm.id, event)
+
+
 class Outbox:
     """The durable queue of deliveries on a SQLAlchemy engine (SQLite or PostgreSQL).
 
@@ -354,17 +384,14 @@ class Outbox:
         route: Callable[[str, Alarm], Iterable[Recipient]],
         *,
         clock: Callable[[], float] = time.time,
+        audience: Callable[[set[str]], set[str]] | None = None,
     ) -> ChangeCallback:
         """A callback for :attr:`SqlAlarms.on_change <msec.apps.care.alarms.SqlAlarms.on_change>`
         that enqueues each change for the recipients ``route(event, alarm)`` names (none:
-        nothing is sent), due at ``clock()``."""
-
-        def on_change(event: str, alarm: Alarm) -> None:
-            recipients = list(route(event, alarm))
-            if recipients:
-                self.enqueue(alarm, event, recipients, clock())
-
-        return on_change
+        nothing is sent), due at ``clock()``. ``audience(homes)``: those of ``homes`` that
+        may have anyone to tell; a burst of alarms then asks it once, and routes only the
+        alarms of those homes."""
+        return _Subscriber(self, route, clock, audience)
 
     def due(
         self, at: float | None = None, limit: int = 50, *, lease_s: float = 60.0

@@ -1,0 +1,64 @@
+"""The care API in one process, as ``msec serve`` runs it, for the care micro-benchmarks
+(``care_snapshot_stall.py``, ``care_list_lookups.py``): a fresh platform in a temporary
+folder, an operator's static token, and ``alarms`` active alarms of homes
+``home-00000``, ``home-00001``...
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from msec.access.model import Principal, PrincipalKind
+from msec.access.service import AccessService
+from msec.apps.care.app import install
+from msec.apps.care.model import AlarmKind, AlarmRequest
+from msec.platform import Platform, Settings
+from msec.platform.runtime import web_ui
+from msec.web.app import create_app
+
+TOKEN = "bench-token"
+
+
+@dataclass
+class CareApiSite:
+    platform: Platform
+    access: AccessService
+    care: Any
+    client: TestClient
+
+    def close(self) -> None:
+        self.care.stop()
+        self.platform.close()
+
+
+def home(i: int) -> str:
+    return f"home-{i:05d}"
+
+
+def care_api_site(alarms: int, *, register: bool = False) -> CareApiSite:
+    """The site; ``register``: each home's gateway registered with the home as its subject
+    (as the portal does), so that an access decision has a device to look up."""
+    platform = Platform.open(Settings.load(None, data_dir=Path(tempfile.mkdtemp()) / "data"))
+    operator = Principal("service:bench", PrincipalKind.SERVICE, "default",
+                         frozenset({"operator"}))  # fmt: skip
+    access = platform.access_service({TOKEN: operator})
+    ui, feed = web_ui(platform, access)
+    app = create_app(twin=platform.twin, events=platform.events, ingestor=platform.ingestor,
+                     access=access, principals=platform.principals, trust=platform.trust,
+                     consent=platform.consent, registry=platform.registry, ui=ui)  # fmt: skip
+    care = install(app, ui, platform, feed)
+    if register:
+        for i in range(alarms):
+            platform.add_device(f"{home(i)}-gw", "care_gateway", subject=home(i))
+    care.alarms.raise_alarms([
+        AlarmRequest(home(i), AlarmKind.NO_MORNING_ACTIVITY, "2026-03-02", time.time())
+        for i in range(alarms)
+    ])  # fmt: skip
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
+    return CareApiSite(platform, access, care, client)
