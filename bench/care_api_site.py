@@ -7,7 +7,9 @@ folder, an operator's static token, and ``alarms`` active alarms of homes
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,21 @@ def care_api_site(alarms: int, *, register: bool = False) -> CareApiSite:
     ])  # fmt: skip
     client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
     return CareApiSite(platform, access, care, client)
+
+
+def beside(work: Callable[[], object], measure: Callable[[], Any]) -> Any:
+    """``measure()`` while another thread calls ``work()`` again and again."""
+    stop = threading.Event()
+
+    def again() -> None:
+        while not stop.is_set():
+            work()
+
+    thread = threading.Thread(target=again, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    try:
+        return measure()
+    finally:
+        stop.set()
+        thread.join()

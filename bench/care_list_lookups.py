@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from care_api_site import care_api_site
+from care_api_site import beside, care_api_site
 
 
 def main() -> None:
@@ -57,7 +55,7 @@ def main() -> None:
     figures: dict[str, Any] = {"alarms": args.alarms, "polls": args.polls}
     for name, lookup in (("one_by_one", None), ("batched", batched)):
         site.access._resources_many = lookup  # None: prefetch does nothing
-        figures[name] = {"alone": polls(), "busy": _beside(_spin, polls)}
+        figures[name] = {"alone": polls(), "busy": beside(_spin, polls)}
     for where in ("alone", "busy"):
         figures[f"ratio_{where}"] = round(
             figures["one_by_one"][where]["median_ms"] / figures["batched"][where]["median_ms"], 1
@@ -66,22 +64,9 @@ def main() -> None:
     site.close()
 
 
-def _spin(stop: threading.Event) -> None:
+def _spin() -> int:
     """Pure Python work that only lets go of the interpreter lock when made to."""
-    while not stop.is_set():
-        sum(i * i for i in range(20_000))
-
-
-def _beside(work: Callable[[threading.Event], None], measure: Callable[[], Any]) -> Any:
-    stop = threading.Event()
-    thread = threading.Thread(target=work, args=(stop,), daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    try:
-        return measure()
-    finally:
-        stop.set()
-        thread.join()
+    return sum(i * i for i in range(20_000))
 
 
 if __name__ == "__main__":

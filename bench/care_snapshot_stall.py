@@ -17,11 +17,9 @@ import argparse
 import dataclasses
 import json
 import statistics
-import threading
 import time
-from collections.abc import Callable
 
-from care_api_site import care_api_site
+from care_api_site import beside, care_api_site
 from msec.apps.care.engine import CareEngine
 from msec.apps.care.model import SensorEvent
 
@@ -85,25 +83,9 @@ def main() -> None:
         assert name == "one_dumps" or write() == whole()  # the same text
         figures[f"{name}_write_ms"] = round(statistics.median(took), 1)
         figures["snapshot_mb"] = round(size / 1e6, 1)
-        figures[f"poll_beside_{name}_ms"] = [round(x, 1) for x in _beside(write, polls)]
+        figures[f"poll_beside_{name}_ms"] = [round(x, 1) for x in beside(write, polls)]
     print(json.dumps(figures))
     site.close()
-
-
-def _beside(write: Callable[[], str], measure: Callable[[], tuple[float, float]]) -> tuple:
-    stop = threading.Event()
-
-    def again() -> None:
-        while not stop.is_set():
-            write()
-
-    thread = threading.Thread(target=again, daemon=True)
-    thread.start()
-    try:
-        return measure()
-    finally:
-        stop.set()
-        thread.join()
 
 
 if __name__ == "__main__":
