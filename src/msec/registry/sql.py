@@ -16,6 +16,7 @@ from msec.core.errors import MsecError
 from msec.registry.base import DeviceRecord, DuplicateDevice
 from msec.tlog import SqlLog, leaf_hash
 from msec.tlog.sql import write_transaction
+from msec.twin.engine import rows_in
 
 metadata = sa.MetaData()
 
@@ -44,9 +45,6 @@ devices = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("revocation_leaf", sa.BigInteger, nullable=True),
 )
-
-#: Names per ``IN (...)`` list of a batched lookup (well under SQLite's variable limit).
-_IN_CHUNK: Final = 500
 
 DEVICE_LEAF: Final = "device"
 """Log leaf kind of a device registration; its ref is the device name."""
@@ -149,15 +147,9 @@ class SqlRegistry:
     def subjects(self, names: Iterable[str]) -> dict[str, str | None]:
         """``{device: data subject or None}`` for those of ``names`` that are registered, in
         a few queries and without unwrapping any key (the access layer's batched lookup)."""
-        wanted = sorted(set(names))
-        found: dict[str, str | None] = {}
         d = devices.c
         with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[start : start + _IN_CHUNK]
-                stmt = sa.select(d.name, d.subject).where(d.name.in_(chunk))
-                found.update((name, value) for name, value in conn.execute(stmt))
-        return found
+            return dict(tuple(row) for row in rows_in(conn, d.name, names, d.name, d.subject))
 
     def all(self) -> list[DeviceRecord]:
         with self._engine.connect() as conn:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Column, Connection, Engine, Row, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
 from msec.core.errors import MsecError
@@ -87,3 +87,18 @@ def locked_transaction(engine: Engine, pg_lock_key: int) -> Iterator[Connection]
         else:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": pg_lock_key})
         yield conn
+
+
+#: Values per ``IN (...)`` list of :func:`rows_in` (well under SQLite's variable limit).
+IN_CHUNK = 500
+
+
+def rows_in(
+    conn: Connection, key: Column[Any], values: Iterable[Any], *columns: Any, distinct: bool = False
+) -> Iterator[Row[Any]]:
+    """The rows of ``columns`` whose ``key`` is one of ``values``: one query per
+    :data:`IN_CHUNK` distinct values, however many are asked for."""
+    wanted = sorted(set(values))
+    for start in range(0, len(wanted), IN_CHUNK):
+        stmt = select(*columns).where(key.in_(wanted[start : start + IN_CHUNK]))
+        yield from conn.execute(stmt.distinct() if distinct else stmt)

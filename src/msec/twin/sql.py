@@ -49,6 +49,7 @@ from msec.core.kinds import UnknownKind, get_kind
 from msec.core.models import Reading, ResourceValue, Value
 from msec.tlog import SqlLog, leaf_hash
 from msec.twin.base import ProviderInfo
+from msec.twin.engine import rows_in
 
 metadata = MetaData()
 
@@ -61,9 +62,6 @@ metadata = MetaData()
 #   "b" bool:  value_num 0.0 / 1.0
 #   "s" str:   value_text
 #   "j" str that a database cannot store as text (NUL, lone surrogates): JSON in value_text
-#: Names per ``IN (...)`` list of a batched lookup (well under SQLite's variable limit).
-_IN_CHUNK: Final = 500
-
 providers_table = Table(
     "twin_providers",
     metadata,
@@ -659,15 +657,9 @@ class SqlTwin:
     def tenants(self, names: Iterable[str]) -> dict[str, str]:
         """``{provider: tenant}`` for those of ``names`` that exist: a few queries for any
         number of names (the access layer's lookup of a page of homes)."""
-        wanted = sorted(set(names))
-        found: dict[str, str] = {}
         p = providers_table.c
         with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[start : start + _IN_CHUNK]
-                stmt = select(p.name, p.tenant).where(p.name.in_(chunk))
-                found.update((name, value) for name, value in conn.execute(stmt))
-        return found
+            return dict(tuple(row) for row in rows_in(conn, p.name, names, p.name, p.tenant))
 
     def provider(self, name: str) -> ProviderInfo | None:
         """One provider with its resources' latest values (by service, resource), or ``None``."""

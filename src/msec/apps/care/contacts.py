@@ -75,7 +75,7 @@ from msec.apps.care.notify import (
 from msec.companion.errors import CompanionError, UnknownSubject
 from msec.companion.sql import SqlCompanion, records_table
 from msec.crypto.envelope import NAME_RE
-from msec.twin.engine import locked_transaction
+from msec.twin.engine import locked_transaction, rows_in
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -337,15 +337,9 @@ class ContactBook:
 
     def homes_with_contacts(self, homes: Iterable[str]) -> set[str]:
         """Those of ``homes`` that have a contact (a few queries for any number of homes)."""
-        wanted = sorted(set(homes))
         c = contacts_table.c
-        found: set[str] = set()
         with self.engine.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                found.update(conn.execute(sa.select(c.home).where(c.home.in_(chunk)).distinct())
-                             .scalars())  # fmt: skip
-        return found
+            return {row.home for row in rows_in(conn, c.home, homes, c.home, distinct=True)}
 
     def recipients(self, home: str) -> list[Recipient]:
         return [contact.recipient() for contact in self.list(home)]
