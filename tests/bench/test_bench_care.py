@@ -4,13 +4,26 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
 
-from msec.bench.care import COHORTS, LEAD_S, SLACK_S, SimClock, plan_scenario
+from msec.bench.care import (
+    COHORTS,
+    LEAD_S,
+    SLACK_S,
+    STALL_CATCH_UP_S,
+    SimClock,
+    _Children,
+    _overlaps_stall,
+    _stall_run,
+    plan_scenario,
+)
 from msec.cli.main import app
 from msec.sdk.sim.home import INCIDENT_NAMES
 from msec.testing.services import ServiceUnavailable
@@ -18,7 +31,8 @@ from msec.testing.services import ServiceUnavailable
 FIGURES = (
     "homes", "speed", "hours", "readings", "acked", "stored", "lost", "readings_per_s",
     "incidents", "alarms_raised", "missed", "false_positives", "duplicates", "unseen",
-    "p50_ms", "p99_ms", "restarts", "ingest_p99_ms", "security_events",
+    "p50_ms", "p99_ms", "restarts", "ingest_p99_ms", "security_events", "stalls",
+    "alarms_during_stalls", "p99_ms_outside_stalls", "kept_up_outside_stalls",
 )  # fmt: skip
 
 
@@ -61,6 +75,41 @@ def test_the_simulated_clock_waits_runs_and_stops() -> None:
     assert clock() == 2000.0  # long past its end
 
 
+def test_a_machine_that_stood_still_shows_as_a_stall() -> None:
+    # SIGSTOP is what a paused virtual machine looks like from inside: the watcher sleeps
+    # through it and wakes up late.
+    children = _Children()
+    stop = children.ctx.Event()
+    try:
+        watcher = children.start(_stall_run, stop)
+        time.sleep(1.5)  # spawned and ticking
+        pid = children.procs[watcher][0].pid
+        stopped = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        resumed = time.time()
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.5)
+        stop.set()
+        stalls = children.result(watcher, 30)
+    finally:
+        children.stop_all()
+    covering = [(a, b) for a, b in stalls if a <= stopped + 0.3 and b >= resumed - 0.3]
+    assert len(covering) == 1, stalls
+    began, ended = covering[0]
+    assert 2.5 <= ended - began <= 4.5
+
+
+def test_an_alarm_is_counted_apart_when_its_wait_overlaps_a_stall_or_its_catch_up() -> None:
+    stalls = [(1000.0, 1040.0)]
+    assert not _overlaps_stall(990.0, 999.0, stalls)  # seen before the stall
+    assert _overlaps_stall(990.0, 1041.0, stalls)  # waited through it
+    assert _overlaps_stall(1010.0, 1045.0, stalls)  # caused during it
+    assert _overlaps_stall(1040.0 + STALL_CATCH_UP_S - 1, 1040.0 + STALL_CATCH_UP_S, stalls)
+    assert not _overlaps_stall(1041.0 + STALL_CATCH_UP_S, 1042.0 + STALL_CATCH_UP_S, stalls)
+    assert not _overlaps_stall(1010.0, 1045.0, [])
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_seven_homes_through_the_platform_miss_nothing_and_lose_nothing() -> None:
@@ -86,3 +135,6 @@ def test_seven_homes_through_the_platform_miss_nothing_and_lose_nothing() -> Non
     assert checks and all(c["ok"] and c["size"] > 0 for c in checks), checks
     assert figures["wal_max_mb"] > 0
     assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    if not figures["stalls"]:  # a working machine: the two p99 are the same
+        assert figures["alarms_during_stalls"] == 0
+        assert figures["p99_ms_outside_stalls"] == figures["p99_ms"]

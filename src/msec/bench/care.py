@@ -86,6 +86,17 @@ broker's backlog is stored, so that gap plus a device's heartbeat gap (up to 8.5
 under the offline limit (30 min) or every device looks offline: keep ``speed`` x downtime
 well below 20 simulated minutes.
 
+**Stalls.** A small process of the bench sleeps 0.1 s at a time and notes every wake-up
+that came :data:`STALL_GAP_S` (2 s) or more late: the whole machine stood still (a virtual
+machine paused or snapshotted by its host, hard swapping) or the wall clock jumped. No load
+the bench makes delays a sleeping process that long on a working machine. ``stalls`` lists
+them (``at_s`` from the run's start, ``s`` long); alarms whose wait overlaps a stall or the
+two minutes after it (:data:`STALL_CATCH_UP_S`) stay in ``p99_ms`` and are also reported
+apart: ``alarms_during_stalls``, ``max_ms_during_stalls``, ``p99_ms_outside_stalls``.
+``kept_up_outside_stalls`` / ``lag_max_sim_s_outside_stalls`` are ``kept_up`` over the
+sampled messages that no stall delayed. ``cpu_steal_s`` is the CPU time the hypervisor gave
+to other guests during the run (``/proc/stat``), a sign of a shared host.
+
 **Limits on one machine.** Everything shares the cores: the publishers (Ed25519 signing),
 the broker, the workers (verification, encryption, durable writes), the API and the engine
 (decryption). ``speed`` x readings per home per second (0.040) x ``homes`` is the offered
@@ -149,6 +160,13 @@ TARGET_P99_MS: Final = 1000.0
 #: behind the simulated clock outside a restart: the engine, which fires timers on that clock,
 #: then judges silences that are only the platform's own backlog.
 KEPT_UP_SIM_S: Final = 300.0
+#: The stall watcher, which only sleeps ``STALL_TICK_S`` at a time, reports a stall when it
+#: wakes up this much later than asked: every process of the machine stood still that long.
+STALL_GAP_S: Final = 2.0
+STALL_TICK_S: Final = 0.1
+#: An alarm is counted apart when its wait overlaps a stall or this long after it (while the
+#: backlog the stall left is stored and the engine catches up).
+STALL_CATCH_UP_S: Final = 120.0
 #: An incident starts this long after T0 at the earliest: every device has reported by then
 #: (a heartbeat gap is 8.5 min at most), so the engine knows each home's state.
 LEAD_S: Final = 600.0
@@ -578,6 +596,43 @@ def _post(client: httpx.Client, path: str, result: _WatchResult) -> None:
         return
 
 
+# -- the stall watcher ---------------------------------------------------------------------------
+
+
+def _stall_run(stop: Any, tick_s: float = STALL_TICK_S, gap_s: float = STALL_GAP_S) -> list[
+    tuple[float, float]
+]:
+    """The stall watcher process: sleep ``tick_s`` at a time and note each wake-up that came
+    ``gap_s`` or more late, on the monotonic or the wall clock: every process of the machine
+    was stopped that long (a virtual machine paused or snapshotted by its host, a machine
+    swapping hard), or the wall clock, by which the latencies are measured, jumped. Returns
+    those windows as (began, ended) epoch seconds."""
+    stalls: list[tuple[float, float]] = []
+    wall, mono = time.time(), time.monotonic()
+    while not stop.wait(tick_s):
+        now_wall, now_mono = time.time(), time.monotonic()
+        if max(now_wall - wall, now_mono - mono) - tick_s >= gap_s:
+            stalls.append((wall, now_wall))
+        wall, mono = now_wall, now_mono
+    return stalls
+
+
+def _overlaps_stall(cause: float, seen: float, stalls: Sequence[tuple[float, float]]) -> bool:
+    """Whether an alarm's wait, from its cause to its first sight, overlaps a stall or the
+    catch-up after it (:data:`STALL_CATCH_UP_S`)."""
+    return any(cause <= ended + STALL_CATCH_UP_S and seen >= began for began, ended in stalls)
+
+
+def _cpu_steal_s() -> float | None:
+    """CPU time the hypervisor gave to others, over all cores (``None``: not Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # -- child processes ------------------------------------------------------------------------------
 
 
@@ -878,6 +933,9 @@ def run_care_bench(
         for _ in range(count):
             ready.get(timeout=300)
         setup_s = time.monotonic() - setup_began
+        stop_stalls = children.ctx.Event()
+        stall_watcher = children.start(_stall_run, stop_stalls)
+        steal_before = _cpu_steal_s()
         r0 = time.time() + 0.5
         r0_box.value = r0
         clock.start(r0)
@@ -914,7 +972,10 @@ def run_care_bench(
         _drain(lambda: -len(alarms.active()), 0)
         drained = time.time()
         stop_watch.set()
+        stop_stalls.set()
         watched: _WatchResult = children.result(watcher, 60)
+        stalls: list[tuple[float, float]] = children.result(stall_watcher, 60)
+        steal_after = _cpu_steal_s()
         stored = _stored(platform)
         raised = alarms.history(limit=10**9)
         created = platform.companion.created_at([a.trigger for a in raised if a.trigger])
@@ -924,19 +985,31 @@ def run_care_bench(
         checks = _tamper_checks(settings.data_dir / "verify" / "history.jsonl", r0)
         stopped = True
         runtime.stop()
-    figures = _score(truth, raised, watched, created, committed, clock, plan_restart)
+    figures = _score(truth, raised, watched, created, committed, clock, plan_restart, stalls)
     # Publish -> stored per sampled message; and how far behind simulated time the platform's
     # view of the homes fell at worst outside a restart (whose backlog is expected).
+    # The sampled lateness and ingest delays outside stalls tell whether the platform kept
+    # up when the machine ran.
     ingest: list[float] = []
     normal: list[float] = []
+    calm: list[float] = []
     for device, seq, sent in samples:
         at = stored_at.get(f"{device}/{seq}")
         if at is not None:
             ingest.append((at - sent) * 1000)
             if not _in_restart(sent, plan_restart):
                 normal.append(at - sent)
+                if not _overlaps_stall(sent, at, stalls):
+                    calm.append(at - sent)
     late_max_s = max(r.late_max_s for r in results)
     lag_max_sim_s = (late_max_s + max(normal, default=0.0)) * speed
+    sent_at = [s[2] for r in results for s in r.samples]
+    late_calm = [
+        late
+        for sent, late in zip(sent_at, (x for r in results for x in r.late), strict=True)
+        if not _overlaps_stall(sent - late, sent, stalls)
+    ]
+    lag_calm_sim_s = (max(late_calm, default=0.0) + max(calm, default=0.0)) * speed
     readings = sum(r.readings for r in results)
     return {
         "homes": homes,
@@ -964,6 +1037,12 @@ def run_care_bench(
         "publish_late_max_ms": round(late_max_s * 1000, 1),
         "lag_max_sim_s": round(lag_max_sim_s, 1),
         "kept_up": lag_max_sim_s < KEPT_UP_SIM_S,
+        "lag_max_sim_s_outside_stalls": round(lag_calm_sim_s, 1),
+        "kept_up_outside_stalls": lag_calm_sim_s < KEPT_UP_SIM_S,
+        "cpu_steal_s": (
+            None if steal_before is None or steal_after is None
+            else round(steal_after - steal_before, 1)
+        ),
         "drain_s": round(drained - ended, 1),
         "publishers": count,
         "publisher_cpu_cores": round(sum(r.cpu_s for r in results) / max(ended - r0, 1e-9), 2),
@@ -1084,6 +1163,7 @@ def _score(
     committed: dict[int, float],
     clock: SimClock,
     restart: _Restart | None,
+    stalls: Sequence[tuple[float, float]] = (),
 ) -> dict[str, Any]:
     """missed, false positives, duplicates and latencies of the alarms in the store."""
     from msec.apps.care.truth import score
@@ -1104,6 +1184,8 @@ def _score(
     latencies: list[float] = []
     outside: list[float] = []
     during: list[float] = []
+    stalled: list[float] = []
+    calm: list[float] = []
     by_kind: dict[str, list[float]] = {}
     stored_ms: list[float] = []  # cause -> the alarm committed (the engine and the store)
     shown_ms: list[float] = []  # committed -> first seen through the API
@@ -1124,6 +1206,7 @@ def _score(
             during.append(ms)
         else:
             outside.append(ms)
+        (stalled if _overlaps_stall(cause, seen[0], stalls) else calm).append(ms)
     figures: dict[str, Any] = {
         "incidents": result.incidents,
         "incidents_by_kind": dict(Counter(i.name for i in truth)),
@@ -1155,6 +1238,15 @@ def _score(
             {"home": h, "kind": str(k), "at": at} for h, k, at in result.false_positives[:20]
         ],
     }
+    r0 = clock.r0 or 0.0
+    figures["stalls"] = [
+        {"at_s": round(began - r0, 1), "s": round(ended - began, 1)}
+        for began, ended in stalls
+        if ended >= r0
+    ]
+    figures["alarms_during_stalls"] = len(stalled)
+    figures["max_ms_during_stalls"] = round(max(stalled), 1) if stalled else None
+    figures["p99_ms_outside_stalls"] = _percentile(calm, 0.99)
     if restart is not None:
         down = restart.back - restart.began
         figures["restart"] = {
