@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from care_api_site import beside, care_api_site
+from care_api_site import beside, care_api_site, spin
 
 
 def main() -> None:
@@ -55,18 +55,13 @@ def main() -> None:
     figures: dict[str, Any] = {"alarms": args.alarms, "polls": args.polls}
     for name, lookup in (("one_by_one", None), ("batched", batched)):
         site.access._resources_many = lookup  # None: prefetch does nothing
-        figures[name] = {"alone": polls(), "busy": beside(_spin, polls)}
+        figures[name] = {"alone": polls(), "busy": beside(spin, polls)}
     for where in ("alone", "busy"):
         figures[f"ratio_{where}"] = round(
             figures["one_by_one"][where]["median_ms"] / figures["batched"][where]["median_ms"], 1
         )
     print(json.dumps(figures))
     site.close()
-
-
-def _spin() -> int:
-    """Pure Python work that only lets go of the interpreter lock when made to."""
-    return sum(i * i for i in range(20_000))
 
 
 if __name__ == "__main__":

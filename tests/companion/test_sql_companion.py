@@ -149,6 +149,13 @@ def test_put_many_logs_one_leaf_per_record_in_order(
         e.ref: e.leaf_hash for e in log.entries(1, 7)
     }
     assert audit_ok(engine, log, NoteSigner.generate(ORIGIN))["by_kind"] == {"record": 7}
+    # Read back in one call, however many are asked for (here over a thousand).
+    asked = [*(f"none-{i}" for i in range(1200)), *(r.record_id for r in batch), "first"]
+    found = store.get_many(asked)
+    assert sorted(found) == sorted([r.record_id for r in batch] + ["first"])
+    assert {k: v[1] for k, v in found.items() if k.startswith("m-")} == {
+        r.record_id: r.plaintext for r in batch if r.name == "maria.garcia"
+    }
 
 
 def test_duplicate_record_ids(store: SqlCompanion, log: SqlLog, engine: Engine) -> None:
@@ -338,6 +345,8 @@ def test_erase_destroys_the_subject_and_logs_it(
     with pytest.raises(UnknownSubject):
         store.erase("maria.garcia", log=log)
     assert store.get("j-1")[1] == b'{"post": "hola"}'
+    assert store.live(["maria.garcia", "juan.perez", "nobody", "juan.perez"]) == {"juan.perez"}
+    assert store.live([*(f"nobody-{i}" for i in range(2000)), "juan.perez"]) == {"juan.perez"}
     with engine.connect() as conn:
         tombstone = conn.execute(
             select(subjects_table).where(subjects_table.c.subject_id == subject_id)
@@ -365,6 +374,7 @@ def test_erase_destroys_the_subject_and_logs_it(
 
     again = store.put("maria.garcia", "m-new", b"{}", kind="reading", log=log)
     assert again.subject_id != subject_id  # a new life: new pseudonym, new data key
+    assert store.live(["maria.garcia"]) == {"maria.garcia"}
     audit_ok(engine, log, signer)
 
 

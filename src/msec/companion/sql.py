@@ -258,6 +258,17 @@ class SqlCompanion:
             subject_id, _ = self._data_keys(writer, [name])[name]
         return subject_id
 
+    def live(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` that have a live subject (never erased, or stored again since):
+        one query per chunk of names, however many."""
+        s = subjects_table.c
+        wanted = sorted(set(names))
+        found: set[str] = set()
+        with self._engine.connect() as reader:
+            for chunk in _chunks(wanted):
+                found.update(reader.execute(select(s.name).where(s.name.in_(chunk))).scalars())
+        return found
+
     def _data_keys(self, conn: Connection, names: Sequence[str]) -> dict[str, tuple[str, AESGCM]]:
         """Return ``{name: (subject_id, cipher under its data key)}``, creating missing subjects.
 
@@ -475,19 +486,19 @@ class SqlCompanion:
         return self._meta(row), self._open(row, AESGCM(self._unwrap(row)))
 
     def get_many(self, record_ids: Sequence[str]) -> dict[str, tuple[StoredRecord, bytes]]:
-        """:meth:`get` of many records in one query (each subject's key unwrapped once);
-        records that do not exist (or whose subject was erased) are absent from the answer.
-        :class:`CompanionError` as :meth:`get`."""
+        """:meth:`get` of many records in one query per :data:`_CHUNK` of them (each
+        subject's key unwrapped once); records that do not exist (or whose subject was
+        erased) are absent from the answer. :class:`CompanionError` as :meth:`get`."""
         if not record_ids:
             return {}
         r, s = records_table.c, subjects_table.c
-        query = (
-            select(*[r[name] for name in RECORD_COLUMNS], s.wrapped_key, s.kek_id)
-            .join_from(records_table, subjects_table, r.subject_id == s.subject_id)
-            .where(r.record_id.in_(list(record_ids)))
+        query = select(*[r[name] for name in RECORD_COLUMNS], s.wrapped_key, s.kek_id).join_from(
+            records_table, subjects_table, r.subject_id == s.subject_id
         )
+        rows: list[Row[Any]] = []
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
+            for chunk in _chunks(sorted(set(record_ids))):
+                rows.extend(conn.execute(query.where(r.record_id.in_(chunk))).all())
         keys: dict[str, AESGCM] = {}
         out: dict[str, tuple[StoredRecord, bytes]] = {}
         for row in rows:

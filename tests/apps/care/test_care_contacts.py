@@ -33,6 +33,7 @@ from msec.apps.care.contacts import (
 )
 from msec.apps.care.model import AlarmKind, AlarmRequest
 from msec.apps.care.notify import Outbox, Recipient, verify_signature
+from msec.companion.errors import CompanionError
 from msec.companion.sql import records_table
 from msec.platform import Platform, Settings
 
@@ -495,28 +496,95 @@ def _alarm(site: Site, home: str) -> Any:
     return alarm
 
 
-def test_a_burst_of_alarms_is_routed_with_one_lookup_of_who_has_contacts(
+def test_a_burst_of_alarms_is_routed_and_queued_in_one_batch(
     site: Site, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_family(site, hooks)
     notifications = site.notifications
+    book, outbox = notifications.book, notifications.outbox
+    family = [f"home-9{i:03d}" for i in range(30)]  # one e-mail contact each
+    for home in family:
+        book.add(home, "email", f"family.{home}@example.org", name="Family", by="op")
+    site.platform.erase_subject(family[-1])  # her contacts must not hear of her home
+    quiet = [f"home-8{i:03d}" for i in range(10)]  # nobody to tell
     routed: list[str] = []
     route = notifications.route
     monkeypatch.setattr(notifications._subscriber, "route",
                         lambda event, alarm: routed.append(alarm.home) or route(event, alarm))
-    heard: list[int] = []
-    site.care.alarms.on_change.append(lambda event, alarm: heard.append(alarm.id))
-    homes = ["home-0001", *(f"home-9{i:03d}" for i in range(30))]
+    listed: list[str] = []
+    one_home = book.list
+    monkeypatch.setattr(book, "list", lambda home: listed.append(home) or one_home(home))
+    batches: list[int] = []  # alarms per enqueue_many of "raised": one transaction each
+    enqueue_many = outbox.enqueue_many
+
+    def counted(event: str, batch: Any, at: Any = None) -> Any:
+        if event == "raised":  # (the engine's thread may escalate them meanwhile)
+            batches.append(len(batch))
+        return enqueue_many(event, batch, at)
+
+    monkeypatch.setattr(outbox, "enqueue_many", counted)
+
+    homes = ["home-0001", *family, *quiet]
     raised = site.care.alarms.raise_alarms(
         [AlarmRequest(home, AlarmKind.NO_MORNING_ACTIVITY, "2026-03-02", 100.0) for home in homes]
     )
-    assert all(raised) and heard == [a.id for a in raised if a]
-    assert routed == ["home-0001"]  # the other 30 homes have nobody to tell
-    first = raised[0]
+    assert all(raised)
+    # One batch: the 30 homes with someone to tell (the erased person's and the quiet homes'
+    # alarms have nobody), not one lookup and one write per alarm.
+    assert routed == [] and listed == [] and batches == [30]
+    told = {a.home: sorted(d.recipient.kind for d in outbox.for_alarm(a.id)) for a in raised if a}
+    assert told["home-0001"] == ["email", "webhook"]
+    assert all(told[home] == ["email"] for home in family[:-1])
+    assert told[family[-1]] == [] and book.list(family[-1]) == []  # erased with the person
+    assert all(told[home] == [] for home in quiet)
+    first = raised[1]
     assert first is not None
-    deliveries = notifications.outbox.for_alarm(first.id)
-    assert sorted(d.recipient.kind for d in deliveries) == ["email", "webhook"]
-    # One alarm alone is routed as before.
+    [delivery] = outbox.for_alarm(first.id)
+    assert delivery.recipient.address == "family.home-9000@example.org"
+
+    # One alarm alone is routed one at a time, as before.
     alone = site.care.alarms.raise_alarm("home-9000", AlarmKind.LOW_BATTERY, "b", detail={})
-    assert alone is not None and routed == ["home-0001", "home-9000"]
-    assert notifications.outbox.for_alarm(alone.id) == []
+    assert alone is not None and routed == ["home-9000"] and batches == [30, 1]
+    assert [d.recipient.kind for d in outbox.for_alarm(alone.id)] == ["email"]
+
+
+def test_a_burst_that_cannot_be_routed_at_once_is_routed_one_alarm_at_a_time(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifications = site.notifications
+    book, outbox = notifications.book, notifications.outbox
+    homes = [f"home-9{i:03d}" for i in range(5)]
+    contacts = {home: book.add(home, "email", f"f.{home}@example.org", by="op") for home in homes}
+    # One home's address cannot be decrypted (a key withdrawn, a damaged record): the
+    # batch leaves it out and logs it; the other homes are still told.
+    with site.platform.engine.connect() as conn:
+        record_of = dict(conn.execute(sa.text("SELECT id, record_id FROM care_contacts")).all())
+    bad = record_of[contacts[homes[0]].id]
+    get_many = book.companion.get_many
+
+    def damaged(record_ids: Any) -> Any:
+        if bad in record_ids:
+            raise CompanionError("cannot decrypt")
+        return get_many(record_ids)
+
+    monkeypatch.setattr(book.companion, "get_many", damaged)
+    raised = site.care.alarms.raise_alarms(
+        [AlarmRequest(home, AlarmKind.INACTIVITY, "e", 100.0) for home in homes]
+    )
+    told = {a.home: len(outbox.for_alarm(a.id)) for a in raised if a}
+    assert told == {homes[0]: 0, **{home: 1 for home in homes[1:]}}
+
+    # The batch fails as a whole (the outbox refuses it): each alarm is enqueued on its own.
+    monkeypatch.setattr(book.companion, "get_many", get_many)
+    enqueue_many = outbox.enqueue_many
+
+    def no_batches(event: str, batch: Any, at: Any = None) -> Any:
+        if len(batch) > 1:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return enqueue_many(event, batch, at)
+
+    monkeypatch.setattr(outbox, "enqueue_many", no_batches)
+    again = site.care.alarms.raise_alarms(
+        [AlarmRequest(home, AlarmKind.NIGHT_DOOR, "n", 100.0) for home in homes]
+    )
+    assert all(len(outbox.for_alarm(a.id)) == 1 for a in again if a)

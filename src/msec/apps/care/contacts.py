@@ -26,7 +26,12 @@ event to the home's contacts whose role hears of it (:data:`EVENTS_FOR`) and to 
 operators' desk recipients given at start, through the durable outbox
 (:class:`~msec.apps.care.notify.Outbox`); a :class:`~msec.apps.care.notify.NotifierThread`
 sends what is due by e-mail (``[care.smtp]``; without a host, e-mail contacts are not routed)
-and by signed webhook. Homes without contacts get nothing.
+and by signed webhook. Homes without contacts get nothing. A burst of changes (one
+transaction of the alarm store: the morning checks of many homes due at once, an
+escalation round) reads its homes' contacts in one batch (:meth:`ContactBook.list_many`)
+and is queued in one outbox transaction (:meth:`~msec.apps.care.notify.Outbox.enqueue_many`),
+not one of each per alarm: the store calls its subscribers in the thread that raised the
+alarms, for a timer the care engine's, which waits meanwhile.
 
 **Nothing lost, nothing twice.** An alarm change is committed before its deliveries are
 enqueued, in another transaction: a crash in between would lose them. So :meth:`reconcile`
@@ -115,7 +120,6 @@ RECONCILE_WINDOW_S: Final = 86400.0
 #: A change younger than this may still be on its way to the outbox: not reconciled yet.
 SETTLE_S: Final = 10.0
 _MAX_NAME: Final = 200
-_CHUNK: Final = 500
 # The contact book's pg_advisory_xact_lock key: "MSECCONT" in ASCII.
 _PG_LOCK_KEY: Final = 0x4D534543434F4E54
 
@@ -307,39 +311,45 @@ class ContactBook:
     def list(self, home: str) -> list[Contact]:
         """The home's contacts, oldest first; none once the person was erased (their
         contacts are then erased too)."""
+        return self.list_many([home]).get(home, [])
+
+    def list_many(self, homes: Iterable[str]) -> dict[str, list[Contact]]:
+        """:meth:`list` of many homes in a few queries, however many homes (those without
+        contacts are absent). The contacts of an erased person are erased here, as
+        :meth:`list` does; a home whose addresses cannot be decrypted is logged and left
+        out, without hiding the others'."""
         c = contacts_table.c
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(contacts_table).where(c.home == home).order_by(c.id)
-            ).all()
+            rows = sorted(rows_in(conn, c.home, homes, contacts_table), key=lambda r: r.id)
         if not rows:
-            return []
-        try:
-            self.companion.subject(home, create=False)
-        except UnknownSubject:  # the person was erased: so are the contacts of her home
+            return {}
+        having = {row.home for row in rows}
+        live = self.companion.live(having)
+        for home in sorted(having - live):  # the person was erased: so are her contacts
             self.forget(home)
-            return []
+        rows = [row for row in rows if row.home in live]
         try:
             records = self.companion.get_many([row.record_id for row in rows])
-        except CompanionError as exc:
-            _log.error("care contacts of %s unreadable: %s", home, exc)
-            return []
-        out = []
+        except CompanionError:
+            records = {}
+            for home in sorted(live):  # one unreadable home must not silence the others
+                try:
+                    records.update(
+                        self.companion.get_many([r.record_id for r in rows if r.home == home])
+                    )
+                except CompanionError as exc:
+                    _log.error("care contacts of %s unreadable: %s", home, exc)
+        out: dict[str, list[Contact]] = {}
         for row in rows:
             found = records.get(row.record_id)
             if found is None:
-                continue  # removed meanwhile
+                continue  # removed meanwhile, or unreadable
             data = json.loads(found[1])
-            out.append(Contact(int(row.id), row.home, row.kind, data["address"], data["name"],
-                               row.role, row.secret_name, float(row.created_at),
-                               row.created_by))  # fmt: skip
+            contact = Contact(int(row.id), row.home, row.kind, data["address"], data["name"],
+                              row.role, row.secret_name, float(row.created_at),
+                              row.created_by)  # fmt: skip
+            out.setdefault(row.home, []).append(contact)
         return out
-
-    def homes_with_contacts(self, homes: Iterable[str]) -> set[str]:
-        """Those of ``homes`` that have a contact (a few queries for any number of homes)."""
-        c = contacts_table.c
-        with self.engine.connect() as conn:
-            return {row.home for row in rows_in(conn, c.home, homes, c.home, distinct=True)}
 
     def recipients(self, home: str) -> list[Recipient]:
         return [contact.recipient() for contact in self.list(home)]
@@ -439,21 +449,27 @@ class CareNotifications:
         self.email = email
         self.clock = clock
         self.thread: NotifierThread | None = None
-        self._subscriber = outbox.subscriber(self.route, clock=clock, audience=self.audience)
-
-    def audience(self, homes: set[str]) -> set[str]:
-        """Those of ``homes`` whose alarms may have anyone to tell: every one when the desk
-        hears of them, else those with contacts (one query for a burst of alarms)."""
-        if any(self.email or r.kind != "email" for r in self.desk):
-            return homes
-        return self.book.homes_with_contacts(homes)
+        self._subscriber = outbox.subscriber(self.route, clock=clock, route_many=self.route_many)
 
     def route(self, event: str, alarm: Alarm) -> list[Recipient]:
         """Who hears of ``event`` of ``alarm``: the home's contacts and the desk, by role."""
-        found = [*self.book.recipients(alarm.home), *self.desk]
+        return self._hearing(event, self.book.recipients(alarm.home))
+
+    def route_many(self, event: str, alarms: Sequence[Alarm]) -> dict[int, list[Recipient]]:
+        """:meth:`route` of a burst of alarms, by alarm id: their homes' contacts are read
+        in one batch (:meth:`ContactBook.list_many`)."""
+        found = self.book.list_many({alarm.home for alarm in alarms})
+        return {
+            alarm.id: self._hearing(
+                event, [c.recipient() for c in found.get(alarm.home, ())]
+            )
+            for alarm in alarms
+        }
+
+    def _hearing(self, event: str, contacts: Sequence[Recipient]) -> list[Recipient]:
         return [
             r
-            for r in found
+            for r in (*contacts, *self.desk)
             if event in EVENTS_FOR.get(r.role, ()) and (self.email or r.kind != "email")
         ]
 
@@ -470,11 +486,10 @@ class CareNotifications:
                 homes = set(conn.execute(sa.select(contacts_table.c.home).distinct()).scalars())
                 rows = [row for row in rows if row.home in homes]
             have: dict[int, dict[str, set[int]]] = {}
-            for start in range(0, len(rows), _CHUNK):
-                chunk = [row.id for row in rows[start : start + _CHUNK]]
-                stmt = sa.select(o.alarm_id, o.event, o.level).where(o.alarm_id.in_(chunk))
-                for alarm_id, event, level in conn.execute(stmt.distinct()):
-                    have.setdefault(int(alarm_id), {}).setdefault(event, set()).add(int(level))
+            notified = rows_in(conn, o.alarm_id, [row.id for row in rows], o.alarm_id, o.event,
+                               o.level, distinct=True)  # fmt: skip
+            for alarm_id, event, level in notified:
+                have.setdefault(int(alarm_id), {}).setdefault(event, set()).add(int(level))
         added = 0
         for row in rows:
             todo = _missing(row, have.get(int(row.id), {}), now - SETTLE_S)

@@ -61,6 +61,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from msec.apps.care.alarms import EVENTS, Alarm, ChangeCallback
 from msec.apps.care.model import AlarmKind
 from msec.core.errors import MsecError
+from msec.twin.engine import rows_in
 
 __all__ = [
     "KIND_WORDS",
@@ -82,6 +83,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 RecipientKind = Literal["email", "webhook"]
+#: ``route_many(event, alarms)``: each alarm's recipients, by alarm id.
+RouteMany = Callable[[str, Sequence[Alarm]], Mapping[int, Iterable["Recipient"]]]
 DeliveryState = Literal["pending", "sent", "failed"]
 
 #: Each alarm kind in words, as the mails say it: (short title, one sentence).
@@ -276,9 +279,9 @@ class _Subscriber:
         outbox: Outbox,
         route: Callable[[str, Alarm], Iterable[Recipient]],
         clock: Callable[[], float],
-        audience: Callable[[set[str]], set[str]] | None,
+        route_many: RouteMany | None,
     ) -> None:
-        self.outbox, self.route, self.clock, self.audience = outbox, route, clock, audience
+        self.outbox, self.route, self.clock, self.route_many = outbox, route, clock, route_many
 
     def __call__(self, event: str, alarm: Alarm) -> None:
         recipients = list(self.route(event, alarm))
@@ -286,12 +289,15 @@ class _Subscriber:
             self.outbox.enqueue(alarm, event, recipients, self.clock())
 
     def many(self, event: str, alarms: Sequence[Alarm]) -> None:
-        told = None
-        if self.audience is not None and len(alarms) > 1:
-            told = self.audience({a.home for a in alarms})
+        if self.route_many is not None and len(alarms) > 1:
+            try:
+                routes = self.route_many(event, alarms)
+                batch = [(a, list(routes.get(a.id, ()))) for a in alarms]
+                self.outbox.enqueue_many(event, [(a, r) for a, r in batch if r], self.clock())
+                return
+            except Exception:  # committed already: try them one by one
+                _log.exception("care alarms: enqueueing a batch of %d failed", len(alarms))
         for alarm in alarms:
-            if told is not None and alarm.home not in told:
-                continue
             try:
                 self(event, alarm)
             except Exception:  # committed already: the others must still be told
@@ -335,48 +341,56 @@ class Outbox:
         """Queue ``event`` (one of :data:`~msec.apps.care.alarms.EVENTS`) of ``alarm`` for each
         recipient, due at ``at``; return the new deliveries (those enqueued before are left
         as they are and not returned). ``ValueError`` for an unknown event."""
+        return self.enqueue_many(event, [(alarm, list(recipients))], at)
+
+    def enqueue_many(
+        self,
+        event: str,
+        batch: Sequence[tuple[Alarm, Sequence[Recipient]]],
+        at: float | None = None,
+    ) -> list[Delivery]:
+        """:meth:`enqueue` of ``event`` for many alarms, each with its recipients, in one
+        transaction (a burst of alarms is one write, not one per alarm)."""
         if event not in EVENTS:
             raise ValueError(f"unknown alarm event {event!r}: use {', '.join(EVENTS)}")
         now = _now(at)
-        payload = {"event": event, "alarm": alarm.as_dict(notes=False)}
-        payload_json = _canonical_json(payload).decode()
-        seq = len(alarm.notes) if event == "note" else 0
         dialect = sqlite if self._sqlite else postgresql
         ids: list[int] = []
+        if not any(recipients for _, recipients in batch):
+            return []
         with self._writing() as conn:
-            for recipient in recipients:
-                row = {
-                    "alarm_id": alarm.id,
-                    "event": event,
-                    "level": alarm.level,
-                    "seq": seq,
-                    "home": alarm.home,
-                    "recipient_kind": recipient.kind,
-                    "address": recipient.address,
-                    "recipient_name": recipient.name,
-                    "recipient_home": recipient.home,
-                    "role": recipient.role,
-                    "secret_name": recipient.secret_name,
-                    "payload": payload_json,
-                    "state": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                    "next_try_at": now,
-                }
-                stmt = (
-                    dialect.insert(outbox_table)
-                    .values(**row)
-                    .on_conflict_do_nothing()
-                    .returning(outbox_table.c.id)
-                )
-                id_ = conn.execute(stmt).scalar()
-                if id_ is not None:
-                    ids.append(int(id_))
-            rows = conn.execute(
-                sa.select(outbox_table)
-                .where(outbox_table.c.id.in_(ids))
-                .order_by(outbox_table.c.id)
-            ).all()
+            for alarm, recipients in batch:
+                payload = _canonical_json({"event": event, "alarm": alarm.as_dict(notes=False)})
+                seq = len(alarm.notes) if event == "note" else 0
+                for recipient in recipients:
+                    row = {
+                        "alarm_id": alarm.id,
+                        "event": event,
+                        "level": alarm.level,
+                        "seq": seq,
+                        "home": alarm.home,
+                        "recipient_kind": recipient.kind,
+                        "address": recipient.address,
+                        "recipient_name": recipient.name,
+                        "recipient_home": recipient.home,
+                        "role": recipient.role,
+                        "secret_name": recipient.secret_name,
+                        "payload": payload.decode(),
+                        "state": "pending",
+                        "attempts": 0,
+                        "created_at": now,
+                        "next_try_at": now,
+                    }
+                    stmt = (
+                        dialect.insert(outbox_table)
+                        .values(**row)
+                        .on_conflict_do_nothing()
+                        .returning(outbox_table.c.id)
+                    )
+                    id_ = conn.execute(stmt).scalar()
+                    if id_ is not None:
+                        ids.append(int(id_))
+            rows = sorted(rows_in(conn, outbox_table.c.id, ids, outbox_table), key=lambda r: r.id)
         return [_delivery(row) for row in rows]
 
     def subscriber(
@@ -384,14 +398,14 @@ class Outbox:
         route: Callable[[str, Alarm], Iterable[Recipient]],
         *,
         clock: Callable[[], float] = time.time,
-        audience: Callable[[set[str]], set[str]] | None = None,
+        route_many: RouteMany | None = None,
     ) -> ChangeCallback:
         """A callback for :attr:`SqlAlarms.on_change <msec.apps.care.alarms.SqlAlarms.on_change>`
         that enqueues each change for the recipients ``route(event, alarm)`` names (none:
-        nothing is sent), due at ``clock()``. ``audience(homes)``: those of ``homes`` that
-        may have anyone to tell; a burst of alarms then asks it once, and routes only the
-        alarms of those homes."""
-        return _Subscriber(self, route, clock, audience)
+        nothing is sent), due at ``clock()``. ``route_many(event, alarms)``: the recipients
+        of a burst of alarms at once, by alarm id; the burst is then enqueued in one
+        transaction (if that fails, one alarm at a time)."""
+        return _Subscriber(self, route, clock, route_many)
 
     def due(
         self, at: float | None = None, limit: int = 50, *, lease_s: float = 60.0
