@@ -255,6 +255,11 @@ def test_enqueue_is_idempotent_and_due_leases(outbox: Outbox, alarm: Alarm) -> N
         outbox.mark_sent(10_000)
     with pytest.raises(UnknownDelivery):
         outbox.mark_failed(10_000, error="x")
+    # In one batch with new ones: only the new ones are added and returned.
+    later = webhook("https://hooks.example.org/later")
+    added = outbox.enqueue_many("raised", [(alarm, [CARER, later, hook_recipient])], T0 + 70)
+    assert [d.recipient for d in added] == [later]
+    assert outbox.counts() == {"pending": 2, "sent": 1, "failed": 0}
 
 
 def test_escalations_and_notes_are_new_deliveries(

@@ -355,43 +355,40 @@ class Outbox:
             raise ValueError(f"unknown alarm event {event!r}: use {', '.join(EVENTS)}")
         now = _now(at)
         dialect = sqlite if self._sqlite else postgresql
-        ids: list[int] = []
         if not any(recipients for _, recipients in batch):
             return []
+        rows = []
+        for alarm, recipients in batch:
+            payload = _canonical_json({"event": event, "alarm": alarm.as_dict(notes=False)})
+            seq = len(alarm.notes) if event == "note" else 0
+            rows.extend(
+                {
+                    "alarm_id": alarm.id,
+                    "event": event,
+                    "level": alarm.level,
+                    "seq": seq,
+                    "home": alarm.home,
+                    "recipient_kind": recipient.kind,
+                    "address": recipient.address,
+                    "recipient_name": recipient.name,
+                    "recipient_home": recipient.home,
+                    "role": recipient.role,
+                    "secret_name": recipient.secret_name,
+                    "payload": payload.decode(),
+                    "state": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_try_at": now,
+                }
+                for recipient in recipients
+            )
+        # Many rows in few statements (SQLAlchemy's "insertmanyvalues"); those enqueued
+        # before are skipped, and only the new ones' ids come back.
+        stmt = dialect.insert(outbox_table).on_conflict_do_nothing().returning(outbox_table.c.id)
         with self._writing() as conn:
-            for alarm, recipients in batch:
-                payload = _canonical_json({"event": event, "alarm": alarm.as_dict(notes=False)})
-                seq = len(alarm.notes) if event == "note" else 0
-                for recipient in recipients:
-                    row = {
-                        "alarm_id": alarm.id,
-                        "event": event,
-                        "level": alarm.level,
-                        "seq": seq,
-                        "home": alarm.home,
-                        "recipient_kind": recipient.kind,
-                        "address": recipient.address,
-                        "recipient_name": recipient.name,
-                        "recipient_home": recipient.home,
-                        "role": recipient.role,
-                        "secret_name": recipient.secret_name,
-                        "payload": payload.decode(),
-                        "state": "pending",
-                        "attempts": 0,
-                        "created_at": now,
-                        "next_try_at": now,
-                    }
-                    stmt = (
-                        dialect.insert(outbox_table)
-                        .values(**row)
-                        .on_conflict_do_nothing()
-                        .returning(outbox_table.c.id)
-                    )
-                    id_ = conn.execute(stmt).scalar()
-                    if id_ is not None:
-                        ids.append(int(id_))
-            rows = sorted(rows_in(conn, outbox_table.c.id, ids, outbox_table), key=lambda r: r.id)
-        return [_delivery(row) for row in rows]
+            ids = [int(id_) for id_ in conn.execute(stmt, rows).scalars()]
+            new = sorted(rows_in(conn, outbox_table.c.id, ids, outbox_table), key=lambda r: r.id)
+        return [_delivery(row) for row in new]
 
     def subscriber(
         self,
