@@ -88,3 +88,19 @@ def spin() -> int:
     """Pure Python work that only lets go of the interpreter lock when made to (as the care
     engine decrypting readings and the ingest threads on a loaded server): for ``beside``."""
     return sum(i * i for i in range(20_000))
+
+
+def one_by_one_and_batched(
+    measure: Callable[[], dict[str, Any]], batch: Callable[[bool], None]
+) -> dict[str, Any]:
+    """``measure()`` (a dict with ``median_ms``) one at a time (``batch(False)``), then
+    batched, each alone and beside :func:`spin`; with the ratios of the medians."""
+    figures: dict[str, Any] = {}
+    for name, batched in (("one_by_one", False), ("batched", True)):
+        batch(batched)
+        figures[name] = {"alone": measure(), "busy": beside(spin, measure)}
+    for where in ("alone", "busy"):
+        figures[f"ratio_{where}"] = round(
+            figures["one_by_one"][where]["median_ms"] / figures["batched"][where]["median_ms"], 1
+        )
+    return figures

@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from care_api_site import beside, care_api_site, spin
+from care_api_site import care_api_site, one_by_one_and_batched
 
 
 def main() -> None:
@@ -53,13 +53,11 @@ def main() -> None:
                 "queries": round(statistics.median(asked))}  # fmt: skip
 
     figures: dict[str, Any] = {"alarms": args.alarms, "polls": args.polls}
-    for name, lookup in (("one_by_one", None), ("batched", batched)):
-        site.access._resources_many = lookup  # None: prefetch does nothing
-        figures[name] = {"alone": polls(), "busy": beside(spin, polls)}
-    for where in ("alone", "busy"):
-        figures[f"ratio_{where}"] = round(
-            figures["one_by_one"][where]["median_ms"] / figures["batched"][where]["median_ms"], 1
-        )
+
+    def batch(on: bool) -> None:
+        site.access._resources_many = batched if on else None  # None: prefetch does nothing
+
+    figures.update(one_by_one_and_batched(polls, batch))
     print(json.dumps(figures))
     site.close()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from care_api_site import beside, spin
+from care_api_site import one_by_one_and_batched
 from msec.apps.care.alarms import SqlAlarms
 from msec.apps.care.contacts import CareNotifications, ContactBook
 from msec.apps.care.model import AlarmKind, AlarmRequest
@@ -89,13 +89,11 @@ def main() -> None:
 
     figures: dict[str, Any] = {"alarms": args.alarms, "contacts_per_home": 2,
                                "rounds": args.rounds}  # fmt: skip
-    for name, route_many in (("one_by_one", None), ("batched", notifications.route_many)):
-        subscriber.route_many = route_many
-        figures[name] = {"alone": bursts(), "busy": beside(spin, bursts)}
-    for where in ("alone", "busy"):
-        figures[f"ratio_{where}"] = round(
-            figures["one_by_one"][where]["median_ms"] / figures["batched"][where]["median_ms"], 1
-        )
+
+    def batch(batched: bool) -> None:
+        subscriber.route_many = notifications.route_many if batched else None
+
+    figures.update(one_by_one_and_batched(bursts, batch))
     print(json.dumps(figures))
     platform.close()
 
