@@ -190,7 +190,9 @@ def test_between_its_reads_sqlite_starts_its_wal_over(filled: Filled) -> None:
 
     def write() -> None:  # the platform storing readings, checkpointing after each commit
         checkpointer = sqlite3.connect(data_dir / "msec.db", timeout=10)
-        deadline = time.monotonic() + 2.0
+        # Until the audit ends (or 6 s: on a loaded machine the audit's reads take longer,
+        # and a WAL that nobody writes to never starts over).
+        deadline = time.monotonic() + 6.0
         try:
             while not stop.is_set() and time.monotonic() < deadline:
                 fill(platform, device, 20)
