@@ -187,6 +187,7 @@ def test_between_its_reads_sqlite_starts_its_wal_over(filled: Filled) -> None:
     platform, device, data_dir = filled
     started = threading.Event()
     stop = threading.Event()
+    salts: set[bytes] = set()
 
     def write() -> None:  # the platform storing readings, checkpointing after each commit
         checkpointer = sqlite3.connect(data_dir / "msec.db", timeout=10)
@@ -197,12 +198,13 @@ def test_between_its_reads_sqlite_starts_its_wal_over(filled: Filled) -> None:
             while not stop.is_set() and time.monotonic() < deadline:
                 fill(platform, device, 20)
                 checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if started.is_set():  # the audit runs: note each start-over the writer sees
+                    salts.add(wal_salt(data_dir))
                 started.set()
                 time.sleep(0.02)
         finally:
             checkpointer.close()
 
-    salts: set[bytes] = set()
     writer = threading.Thread(target=write)
     writer.start()
     started.wait(10)
